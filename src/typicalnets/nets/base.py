@@ -1,0 +1,91 @@
+"""The architecture protocol shared by every population family.
+
+An ``Architecture`` is a frozen description (no weights). It names each parameter tensor of one
+network and computes the batched forward of M networks at once from stacked parameters whose
+leading dimension is M. Networks are binary classifiers with a scalar output f; the prediction is
+sign(f) and f = 0 counts as a mistake.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from typicalnets.errors import TypicalnetsError
+
+LEAKY_RELU_SLOPE = 0.01
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "sign": torch.sign,
+    "leaky-relu": lambda z: F.leaky_relu(z, LEAKY_RELU_SLOPE),
+    "tanh": torch.tanh,
+}
+
+
+def check_activation(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise TypicalnetsError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+
+def check_widths(widths: tuple[int, ...], what: str) -> None:
+    if len(widths) == 0 or any(int(w) < 1 for w in widths):
+        raise TypicalnetsError(f"{what} must be one or more positive integers, e.g. 4 or 8,8; got {list(widths)}")
+
+
+class Architecture(ABC):
+    """A family member's shape: parameter names and shapes, and the batched forward."""
+
+    family: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the batch dimension)."""
+
+    @property
+    @abstractmethod
+    def widths(self) -> tuple[int, ...]:
+        """Neurons (or channels) per hidden layer; what a narrow teacher has fewer of."""
+
+    @abstractmethod
+    def with_widths(self, widths: tuple[int, ...]) -> "Architecture":
+        """The same family and input with other hidden widths (a narrow teacher, say)."""
+
+    @abstractmethod
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Ordered parameter names and their per-network shapes."""
+
+    @abstractmethod
+    def fan_in(self, name: str) -> int:
+        """Inputs feeding one unit of parameter ``name`` (for a standard initialisation)."""
+
+    @abstractmethod
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs f of shape (M, n) for stacked ``params`` (leading M) and inputs ``x`` (n, ...)."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description that ``arch_from_dict`` reads back."""
+
+    def num_params(self) -> int:
+        total = 0
+        for shape in self.param_shapes().values():
+            count = 1
+            for s in shape:
+                count *= s
+            total += count
+        return total
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise TypicalnetsError(
+                f"inputs have shape {tuple(x.shape[1:])} per example but the {self.family} expects "
+                f"{self.input_shape}; reshape the data or change the architecture's input"
+            )
+
+    def describe(self) -> str:
+        return f"{self.family}[{','.join(str(w) for w in self.widths)}]"

@@ -1,0 +1,144 @@
+"""The protocol every sampler follows, and the driver that runs any of them under budgets.
+
+Modelled on BlackJAX: a sampler is an object with ``init(...) -> State`` and
+``step(rng, state) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples. Every State has
+``accepted`` (a Population of the samples so far) and ``draws`` (prior draws spent), so one driver,
+``sample``, can run any sampler until it holds ``count`` samples or a draw or time budget runs out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from scipy.stats import beta
+
+from typicalnets.errors import TypicalnetsError
+from typicalnets.nets import Population
+
+CONFIDENCE = 0.95
+
+
+class State(Protocol):
+    accepted: Population
+    draws: int
+
+
+class Sampler(Protocol):
+    name: str
+
+    def init(self) -> Any: ...
+
+    def step(self, rng: torch.Generator, state: Any, max_draws: int | None = None) -> tuple[Any, NamedTuple]: ...
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval for a binomial rate."""
+    if trials <= 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return low, high
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What a sampling run produced and spent.
+
+    ``population`` holds the first ``count`` samples (or all, if the budget ran out first);
+    ``accepted_total`` counts every accepted draw, including any beyond ``count`` in the last batch,
+    so ``acceptance_rate = accepted_total / draws`` uses every evaluated draw.
+    """
+
+    sampler: str
+    population: Population
+    requested: int
+    accepted_total: int
+    draws: int
+    seconds: float
+    stop_reason: str  # "count", "max_draws" or "time_limit"
+
+    @property
+    def count(self) -> int:
+        return len(self.population)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_total / self.draws if self.draws else 0.0
+
+    @property
+    def acceptance_ci(self) -> tuple[float, float]:
+        return clopper_pearson(self.accepted_total, self.draws)
+
+    @property
+    def log_prob_interpolate(self) -> float:
+        """ln of the acceptance rate: the log prior mass of the version space (-inf if none accepted)."""
+        return math.log(self.acceptance_rate) if self.accepted_total else -math.inf
+
+    @property
+    def log_prob_interpolate_ci(self) -> tuple[float, float]:
+        low, high = self.acceptance_ci
+        return (math.log(low) if low > 0 else -math.inf), math.log(high)
+
+    def message(self) -> str:
+        """One line on how the run ended."""
+        low, high = self.acceptance_ci
+        if self.accepted_total == 0:
+            return (
+                f"no interpolator accepted in {self.draws:,} draws ({self.stop_reason.replace('_', ' ')} reached); "
+                f"acceptance rate < {high:.3g} (95% upper bound); raise --max-draws/--time-limit or lower n"
+            )
+        done = "reached" if self.stop_reason == "count" else f"stopped by {self.stop_reason.replace('_', ' ')}"
+        return (
+            f"{self.count}/{self.requested} interpolators ({done}) in {self.draws:,} draws, {self.seconds:.1f}s; "
+            f"acceptance rate {self.acceptance_rate:.3g} (95% CI {low:.3g}-{high:.3g})"
+        )
+
+
+def sample(
+    sampler: Sampler,
+    rng: torch.Generator,
+    count: int,
+    max_draws: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+    description: str | None = None,
+) -> SampleResult:
+    """Run ``sampler`` until it holds ``count`` samples, or ``max_draws`` / ``time_limit`` (s) run out."""
+    if count < 1:
+        raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one sample")
+    if max_draws is not None and max_draws < 1:
+        raise TypicalnetsError(f"max draws must be >= 1, got {max_draws}; give a positive budget or none")
+    if time_limit is not None and not time_limit > 0:
+        raise TypicalnetsError(f"time limit must be > 0 seconds, got {time_limit}; give a positive budget or none")
+    start = time.perf_counter()
+    state = sampler.init()
+    stop_reason = "count"
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
+               TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(description or sampler.name, total=count, draws="0")
+        while len(state.accepted) < count:
+            if max_draws is not None and state.draws >= max_draws:
+                stop_reason = "max_draws"
+                break
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                stop_reason = "time_limit"
+                break
+            remaining = None if max_draws is None else max_draws - state.draws
+            state, _ = sampler.step(rng, state, remaining)
+            bar.update(task, completed=min(len(state.accepted), count), draws=f"{state.draws:,}")
+    return SampleResult(
+        sampler=sampler.name,
+        population=state.accepted[:count],
+        requested=count,
+        accepted_total=len(state.accepted),
+        draws=state.draws,
+        seconds=time.perf_counter() - start,
+        stop_reason=stop_reason,
+    )
