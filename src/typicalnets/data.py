@@ -70,6 +70,8 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def head(self, n: int) -> "Dataset":
+        if n < 0:
+            raise TypicalnetsError(f"asked for n = {n} examples; n must be >= 0")
         if n > self.n:
             raise TypicalnetsError(f"asked for n = {n} examples but the data has only {self.n}; lower n or add data")
         return Dataset(self.x[:n], self.y[:n])
@@ -91,7 +93,7 @@ class Dataset:
                 x, y = archive["x"], archive["y"]
         except TypicalnetsError:
             raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
             raise TypicalnetsError(f"cannot read {path} as an .npz file ({type(exc).__name__}); re-create it with np.savez") from None
         return cls.from_arrays(x, y, source=str(path))
 

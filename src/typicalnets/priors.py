@@ -68,7 +68,8 @@ class QuantizedUniform(Prior):
             raise TypicalnetsError(
                 f"quantized:{q} needs an odd Q >= 3 so that 0 is a level; use e.g. quantized:3, or list levels as quantized:-1,0,1"
             )
-        return cls(tuple(torch.linspace(-1.0, 1.0, q, dtype=torch.float64).tolist()))
+        # Exact rational steps: linspace leaves the middle level at ~1e-17 instead of 0 for many Q.
+        return cls(tuple((2 * i - (q - 1)) / (q - 1) for i in range(q)))
 
     @property
     def q(self) -> int:
@@ -142,12 +143,15 @@ class Gaussian(Prior):
 
 def prior_from_dict(data: dict[str, Any]) -> Prior:
     kind = data.get("kind")
-    if kind == "quantized":
-        return QuantizedUniform(tuple(data["levels"]))
-    if kind == "uniform":
-        return Uniform(float(data["a"]))
-    if kind == "gaussian":
-        return Gaussian(float(data["sigma"]))
+    try:
+        if kind == "quantized":
+            return QuantizedUniform(tuple(float(v) for v in data["levels"]))
+        if kind == "uniform":
+            return Uniform(float(data["a"]))
+        if kind == "gaussian":
+            return Gaussian(float(data["sigma"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TypicalnetsError(f"prior description {data} is incomplete or malformed ({exc!r}); re-create it") from None
     raise TypicalnetsError(f"unknown prior kind {kind!r}; expected quantized, uniform or gaussian")
 
 

@@ -87,5 +87,10 @@ class Architecture(ABC):
                 f"{self.input_shape}; reshape the data or change the architecture's input"
             )
 
+    @property
+    def name(self) -> str:
+        """Short CLI name (fcn, sfcn, cnn, scnn, diag)."""
+        return self.family
+
     def describe(self) -> str:
-        return f"{self.family}[{','.join(str(w) for w in self.widths)}]"
+        return f"{self.name}[{','.join(str(w) for w in self.widths)}]"

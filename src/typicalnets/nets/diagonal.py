@@ -25,10 +25,6 @@ class DiagonalLinear(Architecture):
             )
 
     @property
-    def name(self) -> str:
-        return "diag"
-
-    @property
     def input_shape(self):
         return (self.in_dim,)
 

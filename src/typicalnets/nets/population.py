@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -76,10 +77,16 @@ class Population:
         return next(iter(self.params.values())).dtype
 
     def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> "Population":
-        if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        if getattr(index, "ndim", None) == 0 or (isinstance(index, int) and not isinstance(index, bool)):
+            position = operator.index(index)
+            if not -len(self) <= position < len(self):
+                raise IndexError(f"network {position} is out of range for a population of {len(self)}")
+            position %= len(self)
+            index = slice(position, position + 1)
         elif not isinstance(index, slice):
             index = torch.as_tensor(index, device=self.device)
+            if index.numel() == 0 and index.dtype != torch.bool:
+                index = index.long()
         return Population(self.arch, self.prior, {k: v[index] for k, v in self.params.items()})
 
     @staticmethod

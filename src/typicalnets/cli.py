@@ -1,0 +1,238 @@
+"""The ``typicalnets`` command line: ``run`` (the main teacher-student job) and ``sample``.
+
+Bad input ends with one line on stderr, ``error: <problem>; <fix>``, exit code 2, and no output
+directory left behind.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import typer
+from rich.console import Console
+
+from typicalnets.data import Dataset
+from typicalnets.errors import TypicalnetsError
+from typicalnets.experiments import RunConfig, run_experiment
+from typicalnets.nets import ARCH_NAMES, build_arch
+from typicalnets.priors import parse_prior
+from typicalnets.samplers import GuessAndCheck, sample as run_sampler
+from typicalnets.samplers.sgd import train_sgd
+from typicalnets.store import check_output_dir, staged_output, write_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Typical interpolating neural networks: sample, train, compare, bound.")
+console = Console(stderr=True)
+DEFAULTS = RunConfig()
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise TypicalnetsError(f"{what} must be comma-separated integers like 4 or 8,8; got {text!r}") from None
+    if not values:
+        raise TypicalnetsError(f"{what} is empty; give integers like 4 or 8,8")
+    return values
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TypicalnetsError(f"config file {path} does not exist; give the path of a TOML file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TypicalnetsError(f"config file {path} is not valid TOML ({exc}); fix its syntax") from None
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _opt(name: str, help_text: str | None = None, **kwargs: Any) -> Any:
+    field = RunConfig.model_fields[name]
+    return typer.Option(help=help_text or field.description, **kwargs)
+
+
+def _csv(values: list[Any]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file whose keys are these options' names")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="results directory [default: results/run-TIMESTAMP]")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    seeds: Annotated[str, _opt("seeds")] = _csv(DEFAULTS.seeds),
+    input: Annotated[str, _opt("input", "input distribution: gaussian, uniform or boolean")] = DEFAULTS.input,
+    in_dim: Annotated[int, _opt("in_dim")] = DEFAULTS.in_dim,
+    teacher_widths: Annotated[str, _opt("teacher_widths")] = _csv(DEFAULTS.teacher_widths),
+    student_widths: Annotated[str, _opt("student_widths")] = _csv(DEFAULTS.student_widths),
+    activation: Annotated[str, _opt("activation", "relu, sign, leaky-relu or tanh")] = DEFAULTS.activation,
+    bias: Annotated[bool, _opt("bias", "biases in every layer")] = DEFAULTS.bias,
+    prior: Annotated[str, _opt("prior")] = DEFAULTS.prior,
+    n: Annotated[str, _opt("n")] = _csv(DEFAULTS.n),
+    n_test: Annotated[int, _opt("n_test")] = DEFAULTS.n_test,
+    count: Annotated[int, _opt("count")] = DEFAULTS.count,
+    methods: Annotated[str, _opt("methods")] = _csv(DEFAULTS.methods),
+    label_noise: Annotated[float, _opt("label_noise")] = DEFAULTS.label_noise,
+    max_majority: Annotated[float, _opt("max_majority")] = DEFAULTS.max_majority,
+    max_draws: Annotated[int, _opt("max_draws")] = DEFAULTS.max_draws,
+    time_limit: Annotated[float, _opt("time_limit")] = DEFAULTS.time_limit,
+    batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
+    sgd_init: Annotated[str, _opt("sgd_init", "SGD initialisation: prior or standard")] = DEFAULTS.sgd_init,
+    sgd_loss: Annotated[str, _opt("sgd_loss", "SGD loss: logistic or hinge")] = DEFAULTS.sgd_loss,
+    sgd_lr: Annotated[float, _opt("sgd_lr", "SGD learning rate")] = DEFAULTS.sgd_lr,
+    sgd_batch_size: Annotated[int, _opt("sgd_batch_size")] = DEFAULTS.sgd_batch_size,
+    sgd_max_steps: Annotated[int, _opt("sgd_max_steps", "SGD step budget per network")] = DEFAULTS.sgd_max_steps,
+) -> None:
+    """Teacher-student experiment: typical interpolators (G&C) and SGD against n.
+
+    A narrow teacher labels the data; Guess & Check samples typical interpolators of wider vanilla
+    and scaled-neuron students and SGD trains students. Writes results.csv, cells.csv,
+    manifest.json and test_error_vs_n.png.
+    """
+    values = _read_config(config) if config else {}
+    for name in RunConfig.model_fields:
+        if _from_command_line(ctx, name) or name not in values:
+            values[name] = ctx.params[name]
+    settings = RunConfig.build(values)
+    out = out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    check_output_dir(out, overwrite)
+    run_experiment(settings, out, overwrite, progress, console)
+
+
+@app.command("sample")
+def sample_command(
+    train: Annotated[Path, typer.Option(help=".npz with x (n, d) or (n, c, h, w) and y in {-1,+1} or {0,1}")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    test: Annotated[Optional[Path], typer.Option(help=".npz test set, same format")] = None,
+    arch: Annotated[str, typer.Option(help=f"architecture: {', '.join(ARCH_NAMES)}")] = "fcn",
+    widths: Annotated[str, typer.Option(help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn)")] = "4",
+    activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu",
+    bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
+    prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")] = "quantized:3",
+    sampler: Annotated[str, typer.Option(help="gc (Guess & Check) or sgd")] = "gc",
+    count: Annotated[int, typer.Option(help="networks to sample")] = 100,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    n: Annotated[Optional[int], typer.Option(help="use only the first n training examples")] = None,
+    max_draws: Annotated[Optional[int], typer.Option(help="G&C budget: networks drawn at most")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="G&C budget: seconds at most")] = None,
+    batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = 16_384,
+    kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
+    stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
+    pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
+    depth: Annotated[int, typer.Option(help="diag: number of diagonal layers")] = 2,
+    sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = "prior",
+    sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = "logistic",
+    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
+    sgd_batch_size: Annotated[int, typer.Option(help="sgd: mini-batch size, 0 = full batch")] = 0,
+    sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = 10_000,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Sample typical interpolators (or train SGD networks) on your data.
+
+    Writes summary.json, networks.csv, train_predictions.npy and test_predictions.npy (int8, K x n,
+    +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt.
+    """
+    check_output_dir(out, overwrite)
+    if sampler not in ("gc", "sgd"):
+        raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc or sgd")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TypicalnetsError("--device cuda but no CUDA device is available; use --device cpu")
+    train_set = Dataset.load_npz(train)
+    if n is not None:
+        if n < 1:
+            raise TypicalnetsError(f"--n must be >= 1, got {n}")
+        train_set = train_set.head(n)
+    test_set = Dataset.load_npz(test) if test else None
+    network = build_arch(arch, train_set.input_shape, _ints(widths, "--widths"), activation, bias,
+                         _ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"), depth)
+    if test_set is not None and test_set.input_shape != train_set.input_shape:
+        raise TypicalnetsError(
+            f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use matching data"
+        )
+    prior_obj = parse_prior(prior)
+    rng = torch.Generator(device=device).manual_seed(seed)
+    start = time.perf_counter()
+    summary: dict[str, Any] = {"sampler": sampler}
+    if sampler == "gc":
+        result = run_sampler(GuessAndCheck(network, prior_obj, train_set, batch_size, device), rng, count,
+                             max_draws, time_limit, progress)
+        population = result.population
+        low, high = result.acceptance_ci
+        log_low, log_high = result.log_prob_interpolate_ci
+        summary.update(count=result.count, requested=count, accepted_total=result.accepted_total, draws=result.draws,
+                       acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
+                       log_prob_interpolate=result.log_prob_interpolate,
+                       log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason)
+    else:
+        result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
+                           batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, device=device,
+                           progress=progress)
+        population = result.population
+        summary.update(count=len(population), requested=count, converged=int(result.converged.sum()),
+                       stop_reason=result.stop_reason, draws=0)
+    summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
+                   prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
+                   device=device)
+    with staged_output(out, overwrite) as staging:
+        population = population.to("cpu")
+        train_predictions = population.predict(train_set.x).numpy()
+        table = pd.DataFrame({"network": np.arange(len(population)),
+                              "train_error": population.errors(train_set.x, train_set.y).numpy()})
+        if sampler == "sgd":
+            table["converged"] = result.converged.cpu().numpy()
+            table["steps"] = result.steps.cpu().numpy()
+        np.save(staging / "train_predictions.npy", train_predictions)
+        if test_set is not None:
+            table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
+            np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
+            summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
+        table.to_csv(staging / "networks.csv", index=False)
+        population.save(staging / "population.pt")
+        write_json(staging / "summary.json", summary)
+    console.print(result.message(), soft_wrap=True)
+    console.print(f"results in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors with exit code 2 for bad input."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="typicalnets")
+    except TypicalnetsError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        console.print("aborted", markup=False)
+        return 130
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value type, missing option
+        command = getattr(getattr(exc, "ctx", None), "command_path", "typicalnets")
+        console.print(f"error: {exc.format_message()}; see {command} --help", markup=False, highlight=False,
+                      soft_wrap=True)
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,158 @@
+"""Guess & Check is exact: checked against the enumerated posterior of a tiny network."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest, chisquare
+
+from typicalnets.data import Dataset, boolean_cube
+from typicalnets.errors import TypicalnetsError
+from typicalnets.nets import CNN, FCN, Population
+from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
+from typicalnets.samplers import GuessAndCheck, clopper_pearson, sample
+
+Q3 = QuantizedUniform.evenly_spaced(3)
+
+
+def enumerate_population(arch, prior: QuantizedUniform) -> Population:
+    """Every parameter setting of ``arch`` over the prior's levels, as one population."""
+    shapes = arch.param_shapes()
+    total = sum(math.prod(s) for s in shapes.values())
+    grid = torch.tensor(list(itertools.product(prior.levels, repeat=total)), dtype=torch.float32)
+    params, col = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        params[name] = grid[:, col : col + size].reshape(-1, *shape)
+        col += size
+    return Population(arch, prior, params)
+
+
+def function_ids(predictions: torch.Tensor) -> np.ndarray:
+    """Encode each row of predictions in {-1, 0, 1} on the cube as one integer (base 3)."""
+    digits = (predictions.long() + 1).numpy()
+    return (digits * (3 ** np.arange(digits.shape[1]))).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    arch = FCN(in_dim=2, hidden=(2,), activation="relu", bias=True)  # 9 parameters: 3^9 settings
+    cube = boolean_cube(2)
+    train = Dataset(cube[:3], torch.tensor([1, -1, 1], dtype=torch.int8))  # XOR-like on 3 of 4 corners
+    everyone = enumerate_population(arch, Q3)
+    interpolates = everyone.mistakes(train.x, train.y) == 0
+    exact_rate = interpolates.double().mean().item()
+    ids = function_ids(everyone[interpolates].predict(cube))
+    values, counts = np.unique(ids, return_counts=True)
+    posterior = dict(zip(values.tolist(), (counts / counts.sum()).tolist()))
+    return arch, cube, train, exact_rate, posterior
+
+
+def test_gc_matches_exact_posterior_over_functions(tiny_problem):
+    arch, cube, train, _, posterior = tiny_problem
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=4096), torch.Generator().manual_seed(1), 4000,
+                    progress=False)
+    assert result.count == 4000
+    assert (result.population.mistakes(train.x, train.y) == 0).all()
+    ids = function_ids(result.population.predict(cube))
+    observed = {k: 0 for k in posterior}
+    for i in ids.tolist():
+        assert i in posterior, "G&C returned a function that no interpolating setting computes"
+        observed[i] += 1
+    keys = sorted(posterior)
+    expected = np.array([posterior[k] for k in keys]) * result.count
+    obs = np.array([observed[k] for k in keys], dtype=float)
+    # Pool functions whose expected count is < 5 so the chi-square approximation holds.
+    small = expected < 5
+    if small.any():
+        expected = np.append(expected[~small], expected[small].sum())
+        obs = np.append(obs[~small], obs[small].sum())
+    # Tolerance: reject only at the 1% level (fixed seed, so the outcome is deterministic).
+    assert len(expected) >= 3
+    assert chisquare(obs, expected).pvalue > 0.01
+
+
+def test_gc_acceptance_rate_matches_exact_probability(tiny_problem):
+    arch, _, train, exact_rate, _ = tiny_problem
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000), torch.Generator().manual_seed(2), 10**9,
+                    max_draws=200_000, progress=False)
+    assert result.stop_reason == "max_draws" and result.draws == 200_000
+    # Tolerance: exact binomial test of the accepted count against the enumerated rate, 1% level.
+    assert binomtest(result.accepted_total, result.draws, exact_rate).pvalue > 0.01
+    low, high = result.acceptance_ci
+    assert low <= exact_rate <= high
+
+
+def test_gc_is_reproducible():
+    arch = FCN(3, (4,))
+    train = Dataset(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
+                    torch.tensor([1, -1, 1, 1, -1, -1], dtype=torch.int8))
+    runs = [sample(GuessAndCheck(arch, Q3, train, batch_size=1000), torch.Generator().manual_seed(5), 20,
+                   progress=False) for _ in range(2)]
+    assert runs[0].draws == runs[1].draws
+    for name in runs[0].population.params:
+        assert torch.equal(runs[0].population.params[name], runs[1].population.params[name])
+
+
+def test_gc_budget_exhaustion_reports_upper_bound():
+    arch = FCN(2, (1,), bias=False)
+    # Contradictory labels on the same point: no network interpolates.
+    train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=500), torch.Generator().manual_seed(0), 5,
+                    max_draws=1200, progress=False)
+    assert result.count == 0 and result.draws == 1200 and result.stop_reason == "max_draws"
+    low, high = result.acceptance_ci
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 1200))
+    assert "no interpolator" in result.message() and "\n" not in result.message()
+    assert result.log_prob_interpolate == -math.inf
+
+
+def test_gc_time_limit_stops():
+    arch = FCN(2, (1,), bias=False)
+    train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=100), torch.Generator().manual_seed(0), 5,
+                    time_limit=0.2, progress=False)
+    assert result.stop_reason == "time_limit" and result.count == 0 and result.draws > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"count": 0}, {"count": 1, "max_draws": 0}, {"count": 1, "time_limit": 0}])
+def test_zero_budgets_are_refused(kwargs):
+    train = Dataset(torch.ones(1, 2), torch.tensor([1], dtype=torch.int8))
+    with pytest.raises(TypicalnetsError):
+        sample(GuessAndCheck(FCN(2, (1,)), Q3, train), torch.Generator().manual_seed(0), progress=False, **kwargs)
+
+
+def test_clopper_pearson_known_values():
+    low, high = clopper_pearson(5, 10)
+    assert low == pytest.approx(0.187086, abs=1e-5) and high == pytest.approx(0.812914, abs=1e-5)
+    assert clopper_pearson(10, 10)[1] == 1.0
+
+
+ARCHS = st.sampled_from([
+    FCN(3, (3,)), FCN(3, (2, 2), activation="sign"), FCN(3, (4,), scaled=True, bias=False),
+    FCN(3, (3,), activation="tanh"), CNN((1, 3), (2,), kernel_size=2),
+])
+PRIORS = st.sampled_from([Q3, QuantizedUniform.evenly_spaced(5), Uniform(1.0), Gaussian(1.0)])
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(arch=ARCHS, prior=PRIORS, n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_every_accepted_network_has_zero_training_error(arch, prior, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *arch.input_shape, generator=gen)
+    y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
+    result = sample(GuessAndCheck(arch, prior, Dataset(x, y), batch_size=2048), gen, 10, max_draws=8192,
+                    progress=False)
+    accepted = result.population
+    # Re-check one network at a time in float64: no accepted network may make a training mistake.
+    for i in range(len(accepted)):
+        f = accepted[i].to(dtype=torch.float64).forward(x.double())[0]
+        assert (torch.sign(f).to(torch.int8) == y).all()
+    assert result.accepted_total >= result.count
+    assert 0 <= result.acceptance_rate <= 1
