@@ -182,6 +182,8 @@ EMBED_CASES = [
     (FCN(5, (2, 3), activation="sign"), FCN(5, (4, 6), activation="sign")),
     (FCN(5, (1, 2), bias=False, scaled=True), FCN(5, (3, 2), bias=False, scaled=True)),
     (FCN(5, (3, 1)), FCN(5, (3, 4))),  # only the second layer grows
+    (FCN(5, (2, 1)), FCN(5, (3, 4), scaled=True)),  # a vanilla teacher inside a scaled student
+    (CNN((1, 7), (1,), kernel_size=2), CNN((1, 7), (3,), kernel_size=2, scaled=True)),
     (CNN((2, 12), (2,), kernel_size=3), CNN((2, 12), (4,), kernel_size=3)),
     (CNN((1, 14), (1, 2), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True),
      CNN((1, 14), (3, 3), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True)),
@@ -264,7 +266,7 @@ def test_embed_silences_extras_in_vanilla_and_scaled():
     [
         (FCN(4, (2,), activation="relu"), FCN(4, (3,), activation="tanh")),  # activation differs
         (FCN(4, (2,), bias=True), FCN(4, (3,), bias=False)),
-        (FCN(4, (2,), scaled=False), FCN(4, (3,), scaled=True)),
+        (FCN(4, (2,), scaled=True), FCN(4, (3,), scaled=False)),  # a scaled teacher in a vanilla student
         (CNN((1, 9), (1,), kernel_size=3), CNN((1, 9), (2,), kernel_size=2)),  # kernels differ
         (FCN(4, (3,)), FCN(4, (2,))),  # teacher wider
         (FCN(4, (2,)), FCN(4, (2, 2))),  # depth differs

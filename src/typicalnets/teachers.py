@@ -8,7 +8,7 @@ noiseless sample, as the theory (P(L_S = 0) >= p~) assumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -134,7 +134,7 @@ def embed(teacher: Population, student: Architecture, generator: torch.Generator
     """Students that compute exactly the teacher's function (one per teacher network).
 
     Teacher neuron (channel) j of layer l sits at student neuron j. Every parameter the teacher
-    constrains is copied; the extras are silenced by zeroing their outgoing weights (vanilla) or
+    constrains is copied (a vanilla teacher inside a scaled student gets scale 1); the extras are silenced by zeroing their outgoing weights (vanilla) or
     their scales (scaled). All other parameters are free: drawn from the prior with ``generator``,
     or 0 when no generator is given.
     """
@@ -142,7 +142,9 @@ def embed(teacher: Population, student: Architecture, generator: torch.Generator
     check_narrower(t_arch, student)
     if not isinstance(student, (FCN, CNN)):
         raise TypicalnetsError(f"embedding is defined for FCN and CNN students, not {student.family}")
-    if t_arch.with_widths(student.widths) != student:
+    if t_arch.scaled and not student.scaled:
+        raise TypicalnetsError("a scaled teacher needs a scaled student; use --arch sfcn/scnn for the student")
+    if replace(t_arch.with_widths(student.widths), scaled=student.scaled) != student:
         raise TypicalnetsError("teacher and student differ in more than their widths (activation, bias, kernels...)")
     m = len(teacher)
     if generator is None:
@@ -158,11 +160,12 @@ def embed(teacher: Population, student: Architecture, generator: torch.Generator
             params[f"w{layer}"][:, :t_out, :t_in] = t_params[f"w{layer}"]
             if not student.scaled:
                 params[f"w{layer}"][:, :t_out, t_in:] = 0  # extras below cannot reach teacher neurons
-            for kind in ("b", "s"):
-                if f"{kind}{layer}" in t_params:
-                    params[f"{kind}{layer}"][:, :t_out] = t_params[f"{kind}{layer}"]
+            if f"b{layer}" in t_params:
+                params[f"b{layer}"][:, :t_out] = t_params[f"b{layer}"]
             if student.scaled:
-                params[f"s{layer}"][:, t_out:] = 0  # a zero scale silences an extra neuron entirely
+                # A vanilla teacher's neurons have scale 1; a zero scale silences an extra neuron entirely.
+                params[f"s{layer}"][:, :t_out] = t_params[f"s{layer}"] if t_arch.scaled else 1
+                params[f"s{layer}"][:, t_out:] = 0
         else:
             t_in, s_in = t_widths[-1], s_widths[-1]
             readout = params[f"w{layer}"].view(m, s_in, -1)  # channel-major: (M, units, positions)
