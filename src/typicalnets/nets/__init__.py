@@ -9,9 +9,10 @@ from typicalnets.nets.base import ACTIVATIONS, Architecture
 from typicalnets.nets.cnn import CNN
 from typicalnets.nets.diagonal import DiagonalLinear
 from typicalnets.nets.fcn import FCN
+from typicalnets.nets.lenet import LeNet
 from typicalnets.nets.population import Population
 
-ARCH_NAMES = ("fcn", "sfcn", "cnn", "scnn", "diag")
+ARCH_NAMES = ("fcn", "sfcn", "cnn", "scnn", "diag", "lenet")
 
 
 def arch_from_dict(data: dict[str, Any]) -> Architecture:
@@ -26,7 +27,9 @@ def arch_from_dict(data: dict[str, Any]) -> Architecture:
                    activation=data["activation"], bias=data["bias"], scaled=data["scaled"])
     if family == "diag":
         return DiagonalLinear(in_dim=data["in_dim"], depth=data["depth"])
-    raise TypicalnetsError(f"unknown architecture family {family!r}; expected fcn, cnn or diag")
+    if family == "lenet":
+        return LeNet(in_shape=tuple(data["in_shape"]), layer_widths=tuple(data["layer_widths"]), head=data["head"])
+    raise TypicalnetsError(f"unknown architecture family {family!r}; expected fcn, cnn, diag or lenet")
 
 
 def build_arch(
@@ -39,10 +42,19 @@ def build_arch(
     stride: tuple[int, ...] | int = 1,
     pool: tuple[int, ...] | int = 1,
     depth: int = 2,
+    width_factor: float = 1.0,
+    head: str = "logits",
 ) -> Architecture:
     """Build an architecture from CLI-style arguments for inputs of shape ``input_shape``."""
     if name not in ARCH_NAMES:
         raise TypicalnetsError(f"unknown architecture {name!r}; use one of {', '.join(ARCH_NAMES)}")
+    if name == "lenet":
+        if len(input_shape) != 3:
+            raise TypicalnetsError(
+                f"--arch lenet needs images of shape (n, c, h, w) such as (n, 1, 28, 28); the data has examples of "
+                f"shape {input_shape}; reshape them"
+            )
+        return LeNet.with_width_factor(width_factor, input_shape, head)
     if name in ("fcn", "sfcn", "diag"):
         if len(input_shape) != 1:
             raise TypicalnetsError(
@@ -61,5 +73,5 @@ def build_arch(
                pool=pool, activation=activation, bias=bias, scaled=name == "scnn")
 
 
-__all__ = ["ACTIVATIONS", "ARCH_NAMES", "Architecture", "CNN", "DiagonalLinear", "FCN", "Population",
+__all__ = ["ACTIVATIONS", "ARCH_NAMES", "Architecture", "CNN", "DiagonalLinear", "FCN", "LeNet", "Population",
            "arch_from_dict", "build_arch"]
