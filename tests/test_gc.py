@@ -54,10 +54,14 @@ def tiny_problem():
     return arch, cube, train, exact_rate, posterior
 
 
-def test_gc_matches_exact_posterior_over_functions(tiny_problem):
+ENGINES = ["baseline", "torch", "native"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gc_matches_exact_posterior_over_functions(tiny_problem, engine):
     arch, cube, train, _, posterior = tiny_problem
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=4096), torch.Generator().manual_seed(1), 4000,
-                    progress=False)
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=4096, engine=engine), torch.Generator().manual_seed(1),
+                    4000, progress=False)
     assert result.count == 4000
     assert (result.population.mistakes(train.x, train.y) == 0).all()
     ids = function_ids(result.population.predict(cube))
@@ -78,10 +82,11 @@ def test_gc_matches_exact_posterior_over_functions(tiny_problem):
     assert chisquare(obs, expected).pvalue > 0.01
 
 
-def test_gc_acceptance_rate_matches_exact_probability(tiny_problem):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gc_acceptance_rate_matches_exact_probability(tiny_problem, engine):
     arch, _, train, exact_rate, _ = tiny_problem
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000), torch.Generator().manual_seed(2), 10**9,
-                    max_draws=200_000, progress=False)
+    result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000, engine=engine), torch.Generator().manual_seed(2),
+                    10**9, max_draws=200_000, progress=False)
     assert result.stop_reason == "max_draws" and result.draws == 200_000
     # Tolerance: exact binomial test of the accepted count against the enumerated rate, 1% level.
     assert binomtest(result.accepted_total, result.draws, exact_rate).pvalue > 0.01
@@ -142,13 +147,14 @@ PRIORS = st.sampled_from([Q3, QuantizedUniform.evenly_spaced(5), Uniform(1.0), G
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
-@given(arch=ARCHS, prior=PRIORS, n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
-def test_every_accepted_network_has_zero_training_error(arch, prior, n, seed):
+@given(arch=ARCHS, prior=PRIORS, n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1),
+       engine=st.sampled_from(["fast", "torch", "baseline"]))
+def test_every_accepted_network_has_zero_training_error(arch, prior, n, seed, engine):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *arch.input_shape, generator=gen)
     y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
-    result = sample(GuessAndCheck(arch, prior, Dataset(x, y), batch_size=2048), gen, 10, max_draws=8192,
-                    progress=False)
+    result = sample(GuessAndCheck(arch, prior, Dataset(x, y), batch_size=2048, engine=engine), gen, 10,
+                    max_draws=8192, progress=False)
     accepted = result.population
     # Re-check one network at a time in float64: no accepted network may make a training mistake.
     for i in range(len(accepted)):

@@ -44,6 +44,16 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _loss_bin(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise TypicalnetsError(f"--loss-bin must be LOW,HIGH like 0.5,0.7; got {text!r}") from None
+    if not low < high:
+        raise TypicalnetsError(f"--loss-bin {text} is empty; give LOW < HIGH")
+    return low, high
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TypicalnetsError(f"config file {path} does not exist; give the path of a TOML file")
@@ -120,7 +130,8 @@ def sample_command(
     out: Annotated[Path, typer.Option(help="output directory")],
     test: Annotated[Optional[Path], typer.Option(help=".npz test set, same format")] = None,
     arch: Annotated[str, typer.Option(help=f"architecture: {', '.join(ARCH_NAMES)}")] = "fcn",
-    widths: Annotated[str, typer.Option(help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn)")] = "4",
+    widths: Annotated[str, typer.Option(help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn); "
+                                             "lenet uses --width-factor")] = "4",
     activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu",
     bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
     prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")] = "quantized:3",
@@ -135,6 +146,10 @@ def sample_command(
     stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
     pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
     depth: Annotated[int, typer.Option(help="diag: number of diagonal layers")] = 2,
+    width_factor: Annotated[float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")] = 1.0,
+    head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
+    engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
+    loss_bin: Annotated[Optional[str], typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")] = None,
     sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = "prior",
     sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = "logistic",
     sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
@@ -161,7 +176,9 @@ def sample_command(
         train_set = train_set.head(n)
     test_set = Dataset.load_npz(test) if test else None
     network = build_arch(arch, train_set.input_shape, _ints(widths, "--widths"), activation, bias,
-                         _ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"), depth)
+                         _ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"), depth,
+                         width_factor, head)
+    bin_edges = _loss_bin(loss_bin) if loss_bin else None
     if test_set is not None and test_set.input_shape != train_set.input_shape:
         raise TypicalnetsError(
             f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use matching data"
@@ -171,15 +188,16 @@ def sample_command(
     start = time.perf_counter()
     summary: dict[str, Any] = {"sampler": sampler}
     if sampler == "gc":
-        result = run_sampler(GuessAndCheck(network, prior_obj, train_set, batch_size, device), rng, count,
-                             max_draws, time_limit, progress)
+        gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges)
+        result = run_sampler(gc, rng, count, max_draws, time_limit, progress)
         population = result.population
         low, high = result.acceptance_ci
         log_low, log_high = result.log_prob_interpolate_ci
         summary.update(count=result.count, requested=count, accepted_total=result.accepted_total, draws=result.draws,
                        acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
                        log_prob_interpolate=result.log_prob_interpolate,
-                       log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason)
+                       log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
+                       engine=gc.engine, loss_bin=list(bin_edges) if bin_edges else None)
     else:
         result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
                            batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, device=device,

@@ -7,8 +7,16 @@ the implicit bias of gradient descent", ICLR 2023; Buzaglo et al., "How uniform 
 induce non-uniform bias: typical interpolating neural networks generalize with narrow teachers",
 ICML 2024.
 
-This is the straightforward method: one full-precision batched forward of every drawn network on
-every training example.
+Engines, all exact (the same accept decision, see ``typicalnets.fast``):
+- ``baseline``: the straightforward method, one full fp32 batched forward of every drawn network on
+  every training example (grouped convolutions for conv nets), accepted networks re-checked in float64;
+- ``fast`` (default): ``native`` where it applies, else ``torch``;
+- ``native``: the compiled CPU kernel for FCNs and LeNet with uniform or quantized priors (draw and
+  check in one pass, early rejection);
+- ``torch``: early rejection in PyTorch, on any device and architecture. Every
+  accepted (and every borderline) network is re-checked in float64 (``fast.certified_interpolates``).
+
+The published accept rule can add a bin on the normalized cross-entropy (``loss_bin``).
 """
 
 from __future__ import annotations
@@ -16,12 +24,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
+from typicalnets import native
 from typicalnets.data import Dataset
+from typicalnets.errors import TypicalnetsError
+from typicalnets.fast import DEFAULT_MARGIN, FastChecker, NativeEngine, certified_interpolates, draw_fast
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior
 
 DEFAULT_BATCH = 16_384
+PARAM_BUDGET = 1 << 26  # parameters held per drawn batch (256 MB in fp32); caps the batch for big nets
+ENGINES = ("fast", "native", "torch", "baseline")
 
 
 class GCState(NamedTuple):
@@ -32,27 +46,93 @@ class GCState(NamedTuple):
 class GCInfo(NamedTuple):
     draws: int  # drawn in this step
     accepted: int  # accepted in this step
+    network_examples: int  # (network, example) forwards evaluated in this step
+    rechecked: int  # networks re-checked by the straightforward fp32 forward
+
+
+def normalized_cross_entropy(population: Population, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per network of logits divided by prod_l (||W_l||_F / 3) (published accept rule).
+
+    With two logits, softmax cross-entropy is softplus(-y (z_1 - z_0)) = softplus(-y f), so the same
+    formula serves scalar and two-logit heads; biases and scales are not in the product.
+    """
+    norm = torch.ones(len(population), dtype=torch.float64, device=population.device)
+    for name, value in population.params.items():
+        if name.startswith("w"):
+            norm = norm * value.double().flatten(1).norm(dim=1) / 3.0
+    f = population.forward(x).double() / norm.unsqueeze(1)
+    return F.softplus(-y.to(f.device).double() * f).mean(dim=1)
 
 
 class GuessAndCheck:
     name = "gc"
 
     def __init__(self, arch: Architecture, prior: Prior, train: Dataset, batch_size: int = DEFAULT_BATCH,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", engine: str = "fast",
+                 loss_bin: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN):
         arch.check_input(train.x)
-        self.arch, self.prior, self.batch_size = arch, prior, int(batch_size)
+        if engine not in ENGINES:
+            raise TypicalnetsError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+        if batch_size < 1:
+            raise TypicalnetsError(f"batch size must be >= 1, got {batch_size}")
+        if loss_bin is not None and not loss_bin[0] < loss_bin[1]:
+            raise TypicalnetsError(f"loss bin {list(loss_bin)} is empty; give LOW,HIGH with LOW < HIGH")
+        self.arch, self.prior, self.loss_bin = arch, prior, loss_bin
+        self.batch_size = int(batch_size)
         self.x = train.x.to(device)
         self.y = train.y.to(device)
+        self.native = self.checker = None
+        if engine in ("fast", "native"):
+            kernel = native.load() if torch.device(device).type == "cpu" else None
+            if kernel is not None and NativeEngine.supports(arch, prior):
+                self.native = NativeEngine(kernel, arch, prior, train, margin)
+            elif engine == "native":
+                raise TypicalnetsError(
+                    "the native engine needs the CPU, a C compiler, an fcn/sfcn/lenet student and a uniform or "
+                    "quantized prior; use --engine fast"
+                )
+        if engine in ("fast", "torch") and self.native is None:
+            self.checker = FastChecker(arch, train, margin, device)
+        self.engine = "native" if self.native else "torch" if self.checker else "baseline"
+        if self.native is None:  # engines that hold a batch's parameters in memory
+            self.batch_size = max(1, min(self.batch_size, PARAM_BUDGET // arch.num_params()))
 
     def init(self) -> GCState:
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
 
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
         batch = self.batch_size if max_draws is None else max(1, min(self.batch_size, max_draws))
-        # 1. Guess: draw a batch of networks i.i.d. from the prior.
-        guesses = Population.draw(self.arch, self.prior, batch, rng, device=self.x.device)
-        # 2. Check: count each network's training mistakes in one batched forward.
-        keep = guesses.mistakes(self.x, self.y) == 0
-        # 3. Keep the interpolators, in draw order.
+        n = self.x.shape[0]
+        if self.native is not None:
+            # 1. Guess: network i of this batch is network i of a fresh random stream.
+            key = int(torch.randint(0, 2**63 - 1, (1,), generator=rng))
+            # 2. Check in the native kernel, each network stopping at its first mistake.
+            status, evaluated = self.native.check(key, batch)
+            guesses = self.native.draw(key, status.nonzero()[0])
+            # 3. Re-check the accepted and borderline networks in float64.
+            keep = certified_interpolates(guesses, self.x, self.y)
+            rechecked = len(guesses)
+        elif self.checker is not None:
+            # 1. Guess from raw random bits; 2.-3. early rejection, then the full-precision re-check.
+            guesses = draw_fast(self.arch, self.prior, batch, rng)
+            keep, stats = self.checker.check(guesses)
+            evaluated, rechecked = stats.network_examples, stats.rechecked
+        else:
+            # 1. Guess: draw a batch of networks i.i.d. from the prior.
+            guesses = Population.draw(self.arch, self.prior, batch, rng, device=self.x.device)
+            # 2. Check: count each network's training mistakes in one batched fp32 forward.
+            keep = guesses.mistakes(self.x, self.y) == 0
+            # 3. Re-check the accepted networks in float64.
+            candidates = keep.nonzero().flatten()
+            keep[candidates[~certified_interpolates(guesses[candidates], self.x, self.y)]] = False
+            evaluated, rechecked = batch * n, candidates.numel()
+        # 4. The published accept rule may also require the normalized cross-entropy to lie in a bin.
+        if self.loss_bin is not None and bool(keep.any()):
+            loss = normalized_cross_entropy(guesses[keep], self.x, self.y)
+            in_bin = (loss >= self.loss_bin[0]) & (loss < self.loss_bin[1])
+            keep = keep.clone()
+            keep[keep.nonzero().flatten()[~in_bin]] = False
+        # 5. Keep the interpolators, in draw order.
         accepted = Population.concat([state.accepted, guesses[keep]])
-        return GCState(accepted, state.draws + batch), GCInfo(batch, int(keep.sum()))
+        info = GCInfo(batch, int(keep.sum()), int(evaluated), int(rechecked))
+        return GCState(accepted, state.draws + batch), info

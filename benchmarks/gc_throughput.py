@@ -1,0 +1,162 @@
+"""Guess & Check throughput: the straightforward baseline and the fast engine, side by side.
+
+    python benchmarks/gc_throughput.py                   # CPU; add --device cuda on a GPU
+    python benchmarks/gc_throughput.py --json            # one JSON object per line
+    python benchmarks/gc_throughput.py --ablations       # also each idea of the fast engine on its own
+
+Cases: n in {2, 16, 32} training examples of a 2-class MNIST-shaped task (1x28x28 images, two
+class prototypes plus noise, standardised); LeNet-5 at width 0.5 with U[-1, 1] weights, and an
+FCN 784-32-1 with weights uniform over {-1, 0, 1}. Each method runs for --seconds after one
+warm-up step. networks/s counts drawn networks; network-examples/s counts the (network, example)
+forwards actually evaluated (early rejection evaluates far fewer than networks x n); the FLOP
+fraction is useful forward FLOPs per second over the device's nominal fp32 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+import torch
+
+from typicalnets.data import Dataset
+from typicalnets.fast import FastChecker, draw_fast
+from typicalnets.nets import FCN, LeNet, Population
+from typicalnets.priors import QuantizedUniform, Uniform
+from typicalnets.samplers.gc import GuessAndCheck
+
+CASES = {
+    "lenet-w0.5": (LeNet.with_width_factor(0.5), Uniform(1.0)),
+    "fcn-784-32": (FCN(784, (32,)), QuantizedUniform.evenly_spaced(3)),
+}
+
+
+def mnist_shaped(n: int, seed: int = 0) -> Dataset:
+    """n images (1x28x28) of two classes, alternating labels: a smooth prototype per class plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.nn.functional.avg_pool2d(torch.randn(2, 1, 28, 28, generator=gen), 5, 1, 2) * 3
+    labels = torch.arange(n) % 2
+    x = prototypes[labels] + 0.5 * torch.randn(n, 1, 28, 28, generator=gen)
+    x = (x - x.mean()) / x.std()
+    return Dataset(x, (2 * labels - 1).to(torch.int8))
+
+
+def flops_per_example(arch) -> int:
+    if isinstance(arch, LeNet):
+        return arch.flops_per_example()
+    sizes = arch.layer_sizes
+    return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def peak_flops(device: str) -> float:
+    """Nominal fp32 peak: FMA units x SIMD lanes x 2 x clock (CPU); FP32 cores x 2 x clock (GPU)."""
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        clock_ghz = float(os.environ.get("GPU_BOOST_GHZ", "1.98"))  # H100/H200 SXM boost clock
+        return props.multi_processor_count * 128 * 2 * clock_ghz * 1e9
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    mhz = [float(v) for v in re.findall(r"cpu MHz\s*:\s*([\d.]+)", info)] or [2500.0]
+    lanes = 16 if " avx512f" in info else 8 if " avx2" in info else 4
+    return torch.get_num_threads() * 2 * lanes * 2 * max(mhz) * 1e6
+
+
+def measure(sampler: GuessAndCheck, device: str, seconds: float, seed: int = 0) -> tuple[float, float, int]:
+    """(networks/s, network-examples/s, draws) over ``seconds`` after one warm-up step."""
+    rng = torch.Generator(device=device).manual_seed(seed)
+    state = sampler.init()
+    sampler.step(rng, state)
+    draws = examples = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, info = sampler.step(rng, state)
+        draws += info.draws
+        examples += info.network_examples
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return draws / elapsed, examples / elapsed, draws
+
+
+def draw_rate(arch, prior, device: str, how: str, seconds: float) -> float:
+    """Networks/s of drawing parameters alone."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    batch = max(1, min(16_384, (1 << 25) // arch.num_params()))
+    draw = {"prior": lambda: Population.draw(arch, prior, batch, gen), "raw-bits": lambda: draw_fast(arch, prior, batch, gen)}[how]
+    draw()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        draw()
+        count += batch
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--n", default="2,16,32", help="training-set sizes")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per method and case")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--ablations", action="store_true", help="also measure each idea of the fast engine alone")
+    parser.add_argument("--baseline-batch", type=int, default=None, help="baseline networks per batch")
+    parser.add_argument("--fast-batch", type=int, default=None, help="fast-engine networks per batch")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available; use --device cpu", file=sys.stderr)
+        return 2
+    cuda = args.device == "cuda"
+    baseline_batch = args.baseline_batch or (4096 if cuda else 256)  # the baseline's best measured batch
+    fast_batch = args.fast_batch or (1 << 18 if cuda else 1 << 16)
+    peak = peak_flops(args.device)
+    device_name = torch.cuda.get_device_name(0) if cuda else f"cpu x{torch.get_num_threads()}"
+    if not args.json:
+        print(f"device: {device_name}, nominal fp32 peak {peak / 1e9:.0f} GFLOP/s")
+        print(f"{'case':<12} {'n':>3} {'method':<28} {'networks/s':>12} {'net-examples/s':>16} {'peak %':>7} {'speed-up':>9}")
+    for case in args.cases.split(","):
+        arch, prior = CASES[case]
+        flops = flops_per_example(arch)
+        for n in (int(v) for v in args.n.split(",")):
+            data = mnist_shaped(n)
+            if isinstance(arch, FCN):
+                data = Dataset(data.x.flatten(1), data.y)
+            methods = [("baseline", GuessAndCheck(arch, prior, data, baseline_batch, args.device, engine="baseline")),
+                       ("fast", GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="fast"))]
+            if args.ablations:
+                torch_engine = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
+                no_early = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
+                no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
+                methods += [("ablation:torch-early-rejection", torch_engine),
+                            ("ablation:torch-no-early-rejection", no_early)]
+            base_rate = None
+            for method, sampler in methods:
+                rate, example_rate, _ = measure(sampler, args.device, args.seconds)
+                base_rate = base_rate or rate
+                row = {"method": method, "engine": sampler.engine, "arch": case, "device": args.device, "n": n,
+                       "networks_per_s": rate, "network_examples_per_s": example_rate,
+                       "flop_fraction": example_rate * flops / peak, "speedup": rate / base_rate,
+                       "batch": sampler.batch_size, "device_name": device_name}
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    print(f"{case:<12} {n:>3} {method + ' (' + sampler.engine + ')':<28} {rate:>12,.0f} "
+                          f"{example_rate:>16,.0f} {100 * row['flop_fraction']:>6.2f}% {row['speedup']:>8.1f}x",
+                          flush=True)
+        if args.ablations:
+            for how in ("prior", "raw-bits"):
+                rate = draw_rate(arch, prior, args.device, how, args.seconds)
+                if args.json:
+                    print(json.dumps({"method": f"ablation:draw-{how}", "arch": case, "device": args.device,
+                                      "networks_per_s": rate}), flush=True)
+                else:
+                    print(f"{case:<12} {'-':>3} {'ablation:draw-only ' + how:<28} {rate:>12,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The fast Guess & Check engine: the same accept decision as the straightforward check, much sooner.
+
+The straightforward check runs every drawn network on every training example in one full fp32
+forward (grouped convolutions for conv nets). The fast engine decides the same question -- does the
+network classify every training example correctly? -- with these ideas, each measured on its own
+by ``benchmarks/gc_throughput.py``:
+
+1. Early rejection: examples are evaluated in blocks (1, 1, 2, 4, ... examples), alternating the
+   two classes so that constant classifiers die at the second example; after each block the
+   surviving networks are compacted and the rest are never evaluated again.
+2. The input-facing first layer is one large matmul across the population (the input is shared).
+3. Quantized weights come from raw random bits (2-8 bits per weight instead of one 32-bit draw),
+   uniform weights from one flat draw for all parameters.
+4. No grouped convolutions: conv layers after the first are im2col plus one batched matmul.
+5. Networks are processed in chunks so memory stays bounded.
+
+Exactness: fp32 arithmetic in any order can misjudge the sign of an output within rounding error
+of 0, and quantized networks often compute exact ties (two identical hidden units cancelling), where
+rounding decides the sign. So the final verdict on every candidate comes from
+``certified_interpolates``: a float64 forward that also computes each output's scale
+(sum of |w_i h_i| + |b| over the head) and counts |f| <= 1e-9 x scale as f = 0, a mistake
+(float64 rounding is ~1e-16 x scale, so only exact ties and outputs within 1e-9 of one land there).
+The fast engines send every network with an fp32 output within ``margin`` (1e-3) of its scale,
+and every network they accept, to that check. The baseline engine sends its fp32-accepted networks.
+So both engines return the same accepted set for the same draws, unless the straightforward fp32
+forward itself misjudges an output by more than 1e-3 of its scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from typicalnets.data import Dataset
+from typicalnets.errors import TypicalnetsError
+from typicalnets.nets import CNN, FCN, Architecture, DiagonalLinear, LeNet, Population
+from typicalnets.nets.base import ACTIVATIONS
+from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
+
+DEFAULT_MARGIN = 1e-3
+TIE = 1e-9  # |f| <= TIE * scale in float64 counts as f = 0 (an exact tie up to float64 rounding)
+# (network, example) activations of the widest layer kept at once; bounds memory per chunk.
+ACTIVATION_BUDGET = 1 << 24
+
+
+def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Generator,
+              dtype: torch.dtype = torch.float32) -> Population:
+    """Draw ``size`` networks i.i.d. from ``prior`` with few, large random-number calls.
+
+    Quantized priors take ceil(log2 Q) raw random bits per weight (codes >= Q are rejected and
+    replaced, so each weight is exactly uniform over the levels); uniform and Gaussian priors take
+    one flat draw for all parameters. The result is a different random stream from
+    ``Population.draw`` but the same distribution.
+    """
+    shapes = arch.param_shapes()
+    counts = [math.prod(s) for s in shapes.values()]
+    total = size * sum(counts)
+    device = generator.device
+    if isinstance(prior, QuantizedUniform):
+        flat = prior.level_tensor(dtype, device)[quantized_codes(prior.q, total, generator)]
+    elif isinstance(prior, Uniform):
+        flat = torch.rand(total, generator=generator, dtype=dtype, device=device).mul_(2.0).sub_(1.0).mul_(prior.a)
+    elif isinstance(prior, Gaussian):
+        flat = torch.randn(total, generator=generator, dtype=dtype, device=device).mul_(prior.sigma)
+    else:
+        raise TypicalnetsError(f"the fast engine does not know prior {prior!r}; use --engine baseline")
+    params, start = {}, 0
+    for (name, shape), count in zip(shapes.items(), counts):
+        params[name] = flat[start : start + size * count].view(size, *shape)
+        start += size * count
+    return Population(arch, prior, params)
+
+
+def quantized_codes(q: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` i.i.d. integers uniform on {0, ..., q-1} from raw random bits (rejection of codes >= q)."""
+    bits = max(1, (q - 1).bit_length())
+    per_word = 62 // bits  # random_() on int64 yields 63 random bits; use whole fields of them
+    shifts = torch.arange(per_word, device=generator.device, dtype=torch.int64) * bits
+    out = torch.empty(count, dtype=torch.int64, device=generator.device)
+    filled = 0
+    while filled < count:
+        need = count - filled
+        words = math.ceil(need * (1 << bits) / q / per_word * 1.05) + 1  # expected acceptance q / 2^bits
+        raw = torch.empty(words, dtype=torch.int64, device=generator.device).random_(generator=generator)
+        codes = ((raw.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)
+        codes = codes[codes < q][:need]
+        out[filled : filled + codes.numel()] = codes
+        filled += codes.numel()
+    return out
+
+
+def class_interleaved_order(y: torch.Tensor) -> torch.Tensor:
+    """Example indices alternating the labels (+1, -1, +1, ...), then the rest of the larger class."""
+    positive = torch.nonzero(y > 0).flatten()
+    negative = torch.nonzero(y <= 0).flatten()
+    pairs = min(len(positive), len(negative))
+    head = torch.stack([positive[:pairs], negative[:pairs]], 1).flatten()
+    return torch.cat([head, positive[pairs:], negative[pairs:]])
+
+
+@dataclass(frozen=True)
+class CheckStats:
+    network_examples: int  # (network, example) forwards actually evaluated by the fast path
+    uncertain: int  # networks handed to the full-precision check because |f| fell inside the margin
+    rechecked: int  # networks the full-precision check evaluated (accepted + uncertain)
+    disagreements: int  # fp32-accepted networks the float64 check rejected (exact ties, or rounding)
+
+
+class FastChecker:
+    """Zero-training-error decisions for stacked populations, with early rejection."""
+
+    def __init__(self, arch: Architecture, train: Dataset, margin: float = DEFAULT_MARGIN,
+                 device: torch.device | str = "cpu", early_rejection: bool = True):
+        arch.check_input(train.x)
+        self.arch, self.margin = arch, margin
+        order = class_interleaved_order(train.y)
+        self.x = train.x[order].to(device)
+        self.y = train.y[order].to(device)
+        self.blocks = _blocks(train.n) if early_rejection else [(0, train.n)]
+
+    def check(self, population: Population) -> tuple[torch.Tensor, CheckStats]:
+        """(accepted mask over ``population``, statistics) -- the straightforward verdict, sooner."""
+        size = len(population)
+        alive = torch.arange(size, device=population.device)
+        uncertain = torch.zeros(size, dtype=torch.bool, device=population.device)
+        evaluated = 0
+        for start, stop in self.blocks:
+            if alive.numel() == 0:
+                break
+            x, y = self.x[start:stop], self.y[start:stop]
+            chunk = max(1, ACTIVATION_BUDGET // (self._widest_activation() * (stop - start)))
+            keep_parts = []
+            for begin in range(0, alive.numel(), chunk):
+                members = alive[begin : begin + chunk]
+                params = {k: v[members] for k, v in population.params.items()}
+                f, scale = self._forward(params, x)
+                correct = torch.sign(f).to(torch.int8) == y
+                near_zero = (f.abs() <= self.margin * scale) & (scale > 0)  # scale 0: f is exactly 0
+                uncertain[members] |= near_zero.any(dim=1)
+                keep_parts.append(members[correct.all(dim=1)])
+            evaluated += alive.numel() * (stop - start)
+            alive = torch.cat(keep_parts)
+        candidates = uncertain.clone()
+        candidates[alive] = True
+        accepted = torch.zeros(size, dtype=torch.bool, device=population.device)
+        recheck = torch.nonzero(candidates).flatten()
+        if recheck.numel():
+            accepted[recheck[certified_interpolates(population[recheck], self.x, self.y)]] = True
+        disagreements = int((~accepted[alive]).sum())
+        stats = CheckStats(evaluated, int(uncertain.sum()), int(recheck.numel()), disagreements)
+        return accepted, stats
+
+    def _widest_activation(self) -> int:
+        """Largest intermediate (activations or im2col columns) of one network on one example."""
+        arch = self.arch
+        if isinstance(arch, FCN):
+            return max(arch.hidden)
+        if isinstance(arch, DiagonalLinear):
+            return arch.in_dim
+        convs, _, _ = _conv_layers(arch)
+        spatial, channels, widest = list(arch.input_shape[1:]), arch.input_shape[0], 1
+        for (k, stride, pool, *_), c_out in zip(convs, arch.widths):
+            taps = k ** len(spatial)
+            out = [(size - k) // stride + 1 for size in spatial]
+            widest = max(widest, math.prod(out) * max(c_out, channels * taps))
+            spatial, channels = [size // pool for size in out], c_out
+        return widest
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_with_scale(self.arch, params, x)
+
+
+def forward_with_scale(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor):
+    """Outputs f (A, n) and their scales sum |w_i h_i| + |b| over the head, without grouped convs."""
+    if isinstance(arch, FCN):
+        return _fcn_forward(arch, params, x)
+    if isinstance(arch, DiagonalLinear):
+        beta = arch.effective_weights(params)
+        xs = x.to(beta.dtype)
+        return beta @ xs.T, beta.abs() @ xs.abs().T
+    return _conv_forward(arch, params, x)
+
+
+def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Tensor,
+                           chunk: int = 256) -> torch.Tensor:
+    """Zero training error decided in float64, with |f| <= TIE * scale counted as f = 0 (a mistake)."""
+    x64, y64 = x.to(population.device, torch.float64), y.to(population.device, torch.float64)
+    verdicts = []
+    for start in range(0, len(population), chunk):
+        params = {k: v[start : start + chunk].double() for k, v in population.params.items()}
+        f, scale = forward_with_scale(population.arch, params, x64)
+        verdicts.append((y64 * f > TIE * scale).all(dim=1))
+    return torch.cat(verdicts) if verdicts else torch.zeros(0, dtype=torch.bool, device=population.device)
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    """Example blocks 1, 1, 2, 4, 8, ...: small while many networks are alive, larger once few are."""
+    blocks, start, size = [], 0, 1
+    while start < n:
+        blocks.append((start, min(n, start + size)))
+        start += size
+        if len(blocks) > 1:
+            size *= 2
+    return blocks
+
+
+def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scalar output f (two logits: z_1 - z_0) and its scale sum |w||h| + |b| for h (A, n, k), w (A, o, k)."""
+    z = torch.matmul(h, w.transpose(1, 2))
+    scale = torch.matmul(h.abs(), w.abs().sum(1, keepdim=True).transpose(1, 2))[..., 0]
+    if b is not None:
+        z = z + b.unsqueeze(1)
+        scale = scale + b.abs().sum(1, keepdim=True)
+    f = z[..., 1] - z[..., 0] if z.shape[-1] == 2 else z[..., 0]
+    return f, scale
+
+
+def _fcn_forward(arch: FCN, params, x):
+    act = ACTIVATIONS[arch.activation]
+    count = params["w1"].shape[0]
+    h = x.to(params["w1"].dtype)
+    for layer in range(1, arch.depth):
+        w = params[f"w{layer}"]
+        if layer == 1:  # one GEMM for the whole population: (n, d) @ (d, A * k)
+            z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
+        else:
+            z = torch.bmm(h, w.transpose(1, 2))
+        if arch.bias:
+            z = z + params[f"b{layer}"].unsqueeze(1)
+        h = act(z)
+        if arch.scaled:
+            h = h * params[f"s{layer}"].unsqueeze(1)
+    return _head(h, params[f"w{arch.depth}"], params.get(f"b{arch.depth}"))
+
+
+def _conv_layers(arch: CNN | LeNet):
+    """(kernel, stride, pool, activation, weight, bias, scale names) per conv layer, then the fc layers."""
+    if isinstance(arch, LeNet):
+        convs = [(5, 1, 2, "relu", "w1", "b1", None), (5, 1, 2, "relu", "w2", "b2", None)]
+        return convs, [("w3", "b3"), ("w4", "b4")], ("w5", "b5")
+    convs = [
+        (k, s, p, arch.activation, f"w{i}", f"b{i}" if arch.bias else None, f"s{i}" if arch.scaled else None)
+        for i, (k, s, p) in enumerate(zip(arch.kernel_size, arch.stride, arch.pool), start=1)
+    ]
+    return convs, [], (f"w{arch.depth}", f"b{arch.depth}" if arch.bias else None)
+
+
+def _conv_forward(arch: CNN | LeNet, params, x):
+    convs, fcs, head = _conv_layers(arch)
+    count = params["w1"].shape[0]
+    n = x.shape[0]
+    h = x.to(params["w1"].dtype)
+    if h.ndim == 3:  # 1-D convs run as 2-D convs of height 1
+        h = h.unsqueeze(2)
+    two_d = isinstance(arch, LeNet) or arch.dims == 2
+    for index, (k, stride, pool, activation, w_name, b_name, s_name) in enumerate(convs):
+        w = params[w_name]
+        c_out = w.shape[1]
+        kernel, strides, pools = ((k, k), (stride, stride), (pool, pool)) if two_d else ((1, k), (1, stride), (1, pool))
+        height = (h.shape[2] - kernel[0]) // strides[0] + 1
+        width = (h.shape[3] - kernel[1]) // strides[1] + 1
+        patches = F.unfold(h, kernel, stride=strides)  # (rows, c_in * taps, positions)
+        w_flat = w.reshape(count, c_out, -1)
+        if index == 0:  # the input is shared: one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
+            z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
+        else:  # one batched matmul over networks, no grouped convolution
+            taps = patches.shape[1]
+            cols = patches.view(count, n, taps, -1).transpose(1, 2).reshape(count, taps, -1)
+            z = torch.bmm(w_flat, cols)
+        z = z.view(count, c_out, n, -1)
+        if b_name is not None:
+            z = z + params[b_name].view(count, c_out, 1, 1)
+        h = ACTIVATIONS[activation](z).transpose(1, 2).reshape(count * n, c_out, height, width)
+        if pool > 1:
+            h = F.max_pool2d(h, pools)
+        if s_name is not None:
+            h = h * params[s_name].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
+    h = h.reshape(count, n, -1)  # channel-major features per (network, example)
+    for w_name, b_name in fcs:
+        h = torch.relu(torch.baddbmm(params[b_name].unsqueeze(1), h, params[w_name].transpose(1, 2)))
+    return _head(h, params[head[0]], params.get(head[1]) if head[1] else None)
+
+
+class NativeEngine:
+    """Draw and check in one pass in the native CPU kernel (LeNet and FCN, uniform or quantized priors).
+
+    Network ``id`` of stream ``key`` always has the same parameters (``draw`` regenerates them), so
+    the kernel never writes parameters out: only verdicts (1 accepted, 0 rejected, 2 uncertain).
+    """
+
+    def __init__(self, kernel, arch: Architecture, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN):
+        import numpy as np
+
+        self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
+        order = class_interleaved_order(train.y)
+        # Trailing slack: the kernel's 8-wide conv tiles may read a few floats past the last row.
+        self.x = np.concatenate([train.x[order].numpy().astype(np.float32).ravel(), np.zeros(16, np.float32)])
+        self.y = np.ascontiguousarray(train.y[order].numpy(), dtype=np.int8)
+        if isinstance(prior, QuantizedUniform):
+            self.prior_args = (1, 0.0, np.asarray(prior.levels, dtype=np.float32), prior.q)
+        else:
+            self.prior_args = (0, float(prior.a), np.zeros(1, dtype=np.float32), 0)
+        self.n_params = arch.num_params()
+        kernel.tn_set_threads(torch.get_num_threads())
+
+    @staticmethod
+    def supports(arch: Architecture, prior: Prior) -> bool:
+        return isinstance(prior, (Uniform, QuantizedUniform)) and isinstance(arch, (FCN, LeNet))
+
+    def check(self, key: int, count: int):
+        """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key``, and examples evaluated."""
+        import numpy as np
+
+        status = np.empty(count, dtype=np.int8)
+        kind, a, levels, q = self.prior_args
+        common = (kind, a, levels.ctypes.data, q, key, 0, count, self.margin, status.ctypes.data)
+        x, y, n = self.x.ctypes.data, self.y.ctypes.data, len(self.y)
+        if isinstance(self.arch, LeNet):
+            c0, h, w = self.arch.in_shape
+            evaluated = self.kernel.tn_lenet_check(x, y, n, c0, h, w, *self.arch.layer_widths, self.arch.outputs,
+                                                   *common)
+        else:
+            widths = np.asarray(self.arch.layer_sizes[:-1], dtype=np.int32)
+            activation = ("relu", "sign", "leaky-relu", "tanh").index(self.arch.activation)
+            evaluated = self.kernel.tn_fcn_check(x, y, n, widths.ctypes.data, self.arch.depth, int(self.arch.bias),
+                                                 int(self.arch.scaled), activation, *common)
+        return status, int(evaluated)
+
+    def draw(self, key: int, ids) -> Population:
+        """The parameters of networks ``ids`` of stream ``key`` as a population (in the order of ``ids``)."""
+        import numpy as np
+
+        kind, a, levels, q = self.prior_args
+        flat = np.empty((len(ids), self.n_params), dtype=np.float32)
+        for row, network in enumerate(ids):
+            self.kernel.tn_draw(key, int(network), 1, self.n_params, kind, a, levels.ctypes.data, q,
+                                flat[row].ctypes.data)
+        tensor, params, start = torch.from_numpy(flat), {}, 0
+        for name, shape in self.arch.param_shapes().items():
+            size = math.prod(shape)
+            params[name] = tensor[:, start : start + size].reshape(len(ids), *shape)
+            start += size
+        return Population(self.arch, self.prior, params)

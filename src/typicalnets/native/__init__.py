@@ -1,0 +1,67 @@
+"""The native CPU kernel of the fast Guess & Check engine, compiled on first use.
+
+``gc_kernel.c`` is compiled with the system C compiler (``cc -O3 -march=native -fopenmp``) into
+a per-user cache directory the first time it is needed, keyed by a hash of the source, the
+compiler and the machine, and loaded with ctypes. Where no compiler works, ``load()`` returns
+None and the engine falls back to its PyTorch path; ``TYPICALNETS_NATIVE=0`` forces that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("gc_kernel.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-fno-tree-loop-distribute-patterns", "-shared", "-fPIC", "-std=gnu11"]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TYPICALNETS_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "typicalnets"
+
+
+@lru_cache(maxsize=1)
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel, or None when native code is disabled or cannot be built."""
+    if os.environ.get("TYPICALNETS_NATIVE", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + compiler.encode() + platform.machine().encode() + " ".join(FLAGS).encode())
+    library = cache_dir() / f"gc_kernel-{tag.hexdigest()[:16]}.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+            built = Path(scratch) / library.name
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
+            if result.returncode != 0:
+                return None
+            os.replace(built, library)  # atomic: concurrent builders never see a half-written file
+    try:
+        kernel = ctypes.CDLL(str(library))
+    except OSError:
+        return None
+    _declare(kernel)
+    return kernel
+
+
+def _declare(kernel: ctypes.CDLL) -> None:
+    f32p, i8p, i32p = ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+    i, i64, u64, f32 = ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
+    kernel.tn_lenet_check.restype = i64
+    kernel.tn_lenet_check.argtypes = [f32p, i8p, i, i, i, i, i, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i8p]
+    kernel.tn_fcn_check.restype = i64
+    kernel.tn_fcn_check.argtypes = [f32p, i8p, i, i32p, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i8p]
+    kernel.tn_draw.restype = None
+    kernel.tn_draw.argtypes = [u64, i64, i64, i64, i, f32, f32p, i, f32p]
+    kernel.tn_set_threads.restype = None
+    kernel.tn_set_threads.argtypes = [i]

@@ -1,0 +1,333 @@
+/* Native CPU kernel for fast, exact Guess & Check (typicalnets.native loads it with ctypes).
+ *
+ * Each network is identified by (key, id). Its parameters are generated on the fly from a
+ * counter-seeded xoshiro128++ stream (8 interleaved lanes, so the loop vectorizes), in the
+ * order and layout of Population.params, and it is evaluated one training example at a time,
+ * stopping at its first mistake (early rejection). Nothing but the verdict leaves the kernel;
+ * tn_draw regenerates the parameters of any id for the full-precision re-check.
+ *
+ * Verdicts: 1 accepted, 0 rejected, 2 uncertain (some |f| <= margin * scale, where scale is
+ * sum |w_i h_i| + |b| of the head: the sign could depend on rounding order, so Python re-checks).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { PRIOR_UNIFORM = 0, PRIOR_QUANTIZED = 1 };
+enum { ACT_RELU = 0, ACT_SIGN = 1, ACT_LEAKY = 2, ACT_TANH = 3 };
+enum { REJECTED = 0, ACCEPTED = 1, UNCERTAIN = 2 };
+#define LANES 16
+#define LEAKY_SLOPE 0.01f
+#define MAX(a, b) ((a) > (b) ? (a) : (b)) /* unlike fmaxf, compiles to one vector max */
+
+typedef struct {
+    int kind;
+    float a;             /* uniform half-width */
+    const float *levels; /* quantized levels */
+    int q;
+} prior_t;
+
+static inline uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline uint32_t rotl32(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+typedef struct {
+    uint32_t s0[LANES], s1[LANES], s2[LANES], s3[LANES];
+} stream_t;
+
+static void stream_seed(stream_t *st, uint64_t key, int64_t id) {
+    uint64_t seed = key ^ ((uint64_t)id * 0xD1342543DE82EF95ull);
+    for (int l = 0; l < LANES; l++) {
+        uint64_t a = splitmix64(&seed), b = splitmix64(&seed);
+        st->s0[l] = (uint32_t)a;
+        st->s1[l] = (uint32_t)(a >> 32);
+        st->s2[l] = (uint32_t)b;
+        st->s3[l] = (uint32_t)(b >> 32) | 1u; /* never the all-zero state */
+    }
+}
+
+/* Next LANES 32-bit outputs of xoshiro128++. */
+static inline void stream_next(stream_t *st, uint32_t *out) {
+#pragma omp simd
+    for (int l = 0; l < LANES; l++) {
+        uint32_t s0 = st->s0[l], s1 = st->s1[l], s2 = st->s2[l], s3 = st->s3[l];
+        out[l] = rotl32(s0 + s3, 7) + s0;
+        uint32_t t = s1 << 9;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = rotl32(s3, 11);
+        st->s0[l] = s0, st->s1[l] = s1, st->s2[l] = s2, st->s3[l] = s3;
+    }
+}
+
+/* The n parameters of network (key, id): U[-a, a) on a 2^-23 * a grid (24 random bits each,
+ * like torch.rand), or exactly uniform over q levels (rejection of codes >= q). */
+static void generate(uint64_t key, int64_t id, const prior_t *prior, float *out, int64_t n) {
+    stream_t st;
+    uint32_t r[LANES];
+    stream_seed(&st, key, id);
+    if (prior->kind == PRIOR_UNIFORM) {
+        const float a = prior->a, step = 1.0f / 8388608.0f; /* 2^-23 */
+        int64_t i = 0;
+        for (; i + LANES <= n; i += LANES) {
+            stream_next(&st, r);
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) out[i + l] = ((float)(r[l] >> 8) * step - 1.0f) * a;
+        }
+        if (i < n) {
+            stream_next(&st, r);
+            for (int l = 0; i + l < n; l++) out[i + l] = ((float)(r[l] >> 8) * step - 1.0f) * a;
+        }
+        return;
+    }
+    int bits = 1;
+    while ((1 << bits) < prior->q) bits++;
+    const int fields = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    int64_t i = 0;
+    while (i < n) {
+        stream_next(&st, r);
+        for (int l = 0; l < LANES && i < n; l++) {
+            uint32_t word = r[l];
+            for (int f = 0; f < fields && i < n; f++) {
+                uint32_t code = (word >> (32 - bits * (f + 1))) & mask;
+                if ((int)code < prior->q) out[i++] = prior->levels[code];
+            }
+        }
+    }
+}
+
+static inline float activate(float z, int act) {
+    switch (act) {
+        case ACT_RELU: return z > 0.0f ? z : 0.0f;
+        case ACT_SIGN: return (float)((z > 0.0f) - (z < 0.0f));
+        case ACT_LEAKY: return z > 0.0f ? z : LEAKY_SLOPE * z;
+        default: return tanhf(z);
+    }
+}
+
+/* Head: out units (1 or 2) over k inputs. Returns f (z1 - z0 for two logits) and its scale. */
+static inline float head(const float *w, const float *b, int outputs, const float *h, int k, float *scale) {
+    float z[2] = {0.0f, 0.0f}, s = 0.0f;
+    for (int o = 0; o < outputs; o++) {
+        float acc = 0.0f, mag = 0.0f;
+        const float *row = w + (int64_t)o * k;
+#pragma omp simd reduction(+ : acc, mag)
+        for (int i = 0; i < k; i++) {
+            acc += row[i] * h[i];
+            mag += fabsf(row[i] * h[i]);
+        }
+        z[o] = acc + (b ? b[o] : 0.0f);
+        s += mag + (b ? fabsf(b[o]) : 0.0f);
+    }
+    *scale = s;
+    return outputs == 2 ? z[1] - z[0] : z[0];
+}
+
+/* Dense layer: out[j] = act(b[j] + sum_i w[j, i] in[i]). */
+static inline void dense(const float *w, const float *b, const float *in, int k, int units, int act, float *out) {
+    for (int j = 0; j < units; j++) {
+        const float *row = w + (int64_t)j * k;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int i = 0; i < k; i++) acc += row[i] * in[i];
+        out[j] = activate(acc + (b ? b[j] : 0.0f), act);
+    }
+}
+
+/* 8 floats as one SIMD value (GCC/Clang vector extension: AVX on x86, NEON pairs on ARM). */
+typedef float v8 __attribute__((vector_size(32)));
+static inline v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Direct convolution tile for layers after the first: NB output channels x the 2 conv rows of one
+ * pooling pair x NC chunks of 8 columns, in registers over all taps (2 NB NC <= 12 accumulators).
+ * Reads up to 7 floats past a row's end: input buffers carry PAD floats of slack. */
+#define PAD 16
+static inline __attribute__((always_inline)) void direct_tile(const int NB, const int NC, const float *in, int cin,
+                                                              int h, int w, const float *wt, int oc0, int oy,
+                                                              int ox0, int wo, float *conv) {
+    v8 acc[6][2][4];
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < NC; c++) acc[b][r][c] = (v8){0};
+    for (int ic = 0; ic < cin; ic++)
+        for (int ky = 0; ky < 5; ky++) {
+            const float *line = in + ((int64_t)ic * h + oy + ky) * w + ox0;
+            const float *taps = wt + ((int64_t)oc0 * cin + ic) * 25 + ky * 5;
+            for (int kx = 0; kx < 5; kx++) {
+                v8 v[2][4];
+                for (int c = 0; c < NC; c++) v[0][c] = load8(line + 8 * c + kx), v[1][c] = load8(line + w + 8 * c + kx);
+                for (int b = 0; b < NB; b++) {
+                    const float t = taps[(int64_t)b * cin * 25 + kx];
+                    for (int c = 0; c < NC; c++) acc[b][0][c] += t * v[0][c], acc[b][1][c] += t * v[1][c];
+                }
+            }
+        }
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < NC; c++) memcpy(conv + ((int64_t)b * 2 + r) * wo + 8 * c, &acc[b][r][c], sizeof(v8));
+}
+
+#define DIRECT_CASE(nc, nb) \
+    case (nc) * 8 + (nb): direct_tile(nb, nc, in, cin, h, w, wt, oc0, 2 * py, ox0, stride, conv); break
+
+/* Valid 5x5 convolution, 2x2 max-pool (floor), + bias, relu; one example of one network.
+ * out is (cout, ph * pw); conv is scratch of 6 x 2 x (32 + 8) floats. */
+static void direct_conv_pool(const float *restrict in, int cin, int h, int w, const float *restrict wt,
+                             const float *restrict bias, int cout, float *restrict conv, float *restrict out) {
+    const int ph = (h - 4) / 2, pw = (w - 4) / 2, stride = 40;
+    for (int ox0 = 0; ox0 < 2 * pw; ox0 += 32) {
+        const int span = 2 * pw - ox0 < 32 ? 2 * pw - ox0 : 32, nc = (span + 7) / 8, nb_max = 12 / (2 * nc);
+        for (int oc0 = 0; oc0 < cout; oc0 += nb_max) {
+            const int nb = cout - oc0 < nb_max ? cout - oc0 : nb_max;
+            for (int py = 0; py < ph; py++) {
+                switch (nc * 8 + nb) {
+                    DIRECT_CASE(1, 1); DIRECT_CASE(1, 2); DIRECT_CASE(1, 3);
+                    DIRECT_CASE(1, 4); DIRECT_CASE(1, 5); DIRECT_CASE(1, 6);
+                    DIRECT_CASE(2, 1); DIRECT_CASE(2, 2); DIRECT_CASE(2, 3);
+                    DIRECT_CASE(3, 1); DIRECT_CASE(3, 2);
+                    DIRECT_CASE(4, 1);
+                }
+                for (int b = 0; b < nb; b++) {
+                    const float *rows = conv + (int64_t)b * 2 * stride;
+                    float *pooled = out + ((int64_t)(oc0 + b) * ph + py) * pw + ox0 / 2;
+                    for (int px = 0; px < span / 2; px++) {
+                        const float m = MAX(MAX(rows[2 * px], rows[2 * px + 1]),
+                                            MAX(rows[stride + 2 * px], rows[stride + 2 * px + 1])) + bias[oc0 + b];
+                        pooled[px] = MAX(m, 0.0f); /* relu and + bias commute with max */
+                    }
+                }
+            }
+        }
+    }
+}
+
+typedef struct {
+    int c0, h, w, c1, c2, f1, f2, outputs;
+} lenet_t;
+
+static int64_t lenet_param_count(const lenet_t *a, int64_t *flat) {
+    const int p2h = ((a->h - 4) / 2 - 4) / 2, p2w = ((a->w - 4) / 2 - 4) / 2;
+    *flat = (int64_t)a->c2 * p2h * p2w;
+    return (int64_t)a->c1 * a->c0 * 25 + a->c1 + (int64_t)a->c2 * a->c1 * 25 + a->c2 + *flat * a->f1 + a->f1 +
+           (int64_t)a->f1 * a->f2 + a->f2 + (int64_t)a->outputs * a->f2 + a->outputs;
+}
+
+/* Verdicts for networks first_id .. first_id + count - 1 of LeNet-5 on n examples (x, y). */
+int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, int w, int c1, int c2, int f1, int f2,
+                       int outputs, int prior_kind, float prior_a, const float *levels, int q, uint64_t key,
+                       int64_t first_id, int64_t count, float margin, int8_t *status) {
+    const lenet_t a = {c0, h, w, c1, c2, f1, f2, outputs};
+    const prior_t prior = {prior_kind, prior_a, levels, q};
+    int64_t flat;
+    const int64_t total = lenet_param_count(&a, &flat);
+    const int ph1 = (h - 4) / 2, pw1 = (w - 4) / 2, taps1 = c0 * 25, taps2 = c1 * 25;
+    int64_t evaluated = 0;
+#pragma omp parallel reduction(+ : evaluated)
+    {
+        float *p = malloc(sizeof(float) * (total + LANES));
+        float *conv = malloc(sizeof(float) * 6 * 2 * 40);
+        float *a1 = malloc(sizeof(float) * ((int64_t)c1 * ph1 * pw1 + PAD));
+        float *a2 = malloc(sizeof(float) * flat);
+        float *a3 = malloc(sizeof(float) * f1);
+        float *a4 = malloc(sizeof(float) * f2);
+        const float *w1p = p, *b1p = w1p + (int64_t)c1 * taps1, *w2p = b1p + c1, *b2p = w2p + (int64_t)c2 * taps2;
+        const float *w3p = b2p + c2, *b3p = w3p + flat * f1, *w4p = b3p + f1, *b4p = w4p + (int64_t)f1 * f2;
+        const float *w5p = b4p + f2, *b5p = w5p + (int64_t)outputs * f2;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t j = 0; j < count; j++) {
+            generate(key, first_id + j, &prior, p, total);
+            int8_t verdict = ACCEPTED;
+            for (int e = 0; e < n; e++) {
+                direct_conv_pool(x + (int64_t)e * c0 * h * w, c0, h, w, w1p, b1p, c1, conv, a1);
+                direct_conv_pool(a1, c1, ph1, pw1, w2p, b2p, c2, conv, a2);
+                dense(w3p, b3p, a2, (int)flat, f1, ACT_RELU, a3);
+                dense(w4p, b4p, a3, f1, f2, ACT_RELU, a4);
+                float scale, f = head(w5p, b5p, outputs, a4, f2, &scale);
+                evaluated++;
+                if (scale > 0.0f && fabsf(f) <= margin * scale) { verdict = UNCERTAIN; break; }
+                if ((f > 0.0f ? 1 : (f < 0.0f ? -1 : 0)) != y[e]) { verdict = REJECTED; break; }
+            }
+            status[j] = verdict;
+        }
+        free(p), free(conv), free(a1), free(a2), free(a3), free(a4);
+    }
+    return evaluated;
+}
+
+/* Verdicts for FCNs: widths[0] = input d, widths[1..depth-1] hidden, readout 1 unit. */
+int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, int depth, int bias, int scaled,
+                     int act, int prior_kind, float prior_a, const float *levels, int q, uint64_t key,
+                     int64_t first_id, int64_t count, float margin, int8_t *status) {
+    const prior_t prior = {prior_kind, prior_a, levels, q};
+    int64_t total = 0;
+    int widest = 1;
+    for (int l = 1; l <= depth; l++) {
+        const int units = l == depth ? 1 : widths[l];
+        total += (int64_t)units * widths[l - 1] + (bias ? units : 0) + (scaled && l < depth ? units : 0);
+        if (widths[l - 1] > widest) widest = widths[l - 1];
+    }
+    int64_t evaluated = 0;
+#pragma omp parallel reduction(+ : evaluated)
+    {
+        float *p = malloc(sizeof(float) * (total + LANES));
+        float *cur = malloc(sizeof(float) * widest), *next = malloc(sizeof(float) * widest);
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t j = 0; j < count; j++) {
+            generate(key, first_id + j, &prior, p, total);
+            int8_t verdict = ACCEPTED;
+            for (int e = 0; e < n; e++) {
+                const float *in = x + (int64_t)e * widths[0];
+                const float *wp = p;
+                float f = 0.0f, scale = 0.0f;
+                for (int l = 1; l <= depth; l++) {
+                    const int k = widths[l - 1];
+                    const float *weights = wp, *b = bias ? wp + (int64_t)(l == depth ? 1 : widths[l]) * k : NULL;
+                    const int units = l == depth ? 1 : widths[l];
+                    wp += (int64_t)units * k + (bias ? units : 0);
+                    if (l == depth) {
+                        f = head(weights, b, 1, in, k, &scale);
+                        break;
+                    }
+                    dense(weights, b, in, k, units, act, next);
+                    if (scaled) {
+                        for (int u = 0; u < units; u++) next[u] *= wp[u];
+                        wp += units;
+                    }
+                    memcpy(cur, next, sizeof(float) * units);
+                    in = cur;
+                }
+                evaluated++;
+                if (scale > 0.0f && fabsf(f) <= margin * scale) { verdict = UNCERTAIN; break; }
+                if ((f > 0.0f ? 1 : (f < 0.0f ? -1 : 0)) != y[e]) { verdict = REJECTED; break; }
+            }
+            status[j] = verdict;
+        }
+        free(p), free(cur), free(next);
+    }
+    return evaluated;
+}
+
+/* Parameters of networks first_id .. first_id + count - 1, each n_params floats, into out. */
+void tn_draw(uint64_t key, int64_t first_id, int64_t count, int64_t n_params, int prior_kind, float prior_a,
+             const float *levels, int q, float *out) {
+    const prior_t prior = {prior_kind, prior_a, levels, q};
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < count; j++) generate(key, first_id + j, &prior, out + j * n_params, n_params);
+}
+
+void tn_set_threads(int threads) { omp_set_num_threads(threads); }

@@ -1,0 +1,164 @@
+"""The fast Guess & Check engines decide exactly what the straightforward method decides."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from typicalnets import native
+from typicalnets.data import Dataset
+from typicalnets.fast import (FastChecker, NativeEngine, certified_interpolates, class_interleaved_order, draw_fast,
+                              quantized_codes)
+from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
+from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
+from typicalnets.samplers.gc import GuessAndCheck, normalized_cross_entropy
+
+Q3, Q5 = QuantizedUniform.evenly_spaced(3), QuantizedUniform.evenly_spaced(5)
+KERNEL = native.load()
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason="no C compiler: the native kernel cannot be built")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+ARCHS = [
+    FCN(5, (6,)), FCN(5, (6, 4), scaled=True, activation="tanh"), FCN(5, (4,), activation="sign", bias=False),
+    FCN(5, (5,), activation="leaky-relu", scaled=True),
+    CNN((2, 9), (3, 2), kernel_size=(3, 2), stride=(1, 2), pool=(2, 1)),
+    CNN((1, 8, 8), (2, 3), kernel_size=3, pool=(2, 1), scaled=True), CNN((1, 7, 7), (2,), kernel_size=2, stride=2),
+    LeNet.with_width_factor(0.25), LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
+    DiagonalLinear(5, 3),
+]
+PRIORS = [Q3, Q5, Uniform(1.0), Gaussian(1.0)]
+
+
+def baseline_accepts(population: Population, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The straightforward method: fp32 forward on all examples, accepted networks re-checked in float64."""
+    keep = population.mistakes(x, y) == 0
+    candidates = keep.nonzero().flatten()
+    keep[candidates[~certified_interpolates(population[candidates], x, y)]] = False
+    return keep
+
+
+def task(arch, n: int, seed: int) -> Dataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *arch.input_shape, generator=gen)
+    y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
+    return Dataset(x, y)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(arch=st.sampled_from(ARCHS), prior=st.sampled_from(PRIORS), n=st.integers(1, 6), seed=st.integers(0, 10**6))
+def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed):
+    data = task(arch, n, seed)
+    population = draw_fast(arch, prior, 3000 if not isinstance(arch, LeNet) else 400,
+                           torch.Generator().manual_seed(seed))
+    accepted, stats = FastChecker(arch, data).check(population)
+    assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
+    assert stats.network_examples <= len(population) * n
+
+
+@needs_kernel
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(arch=st.sampled_from([a for a in ARCHS if NativeEngine.supports(a, Q3)]),
+       prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]), n=st.integers(1, 6), seed=st.integers(0, 10**6))
+def test_native_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed):
+    data = task(arch, n, seed)
+    engine = NativeEngine(KERNEL, arch, prior, data)
+    count = 2000 if not isinstance(arch, LeNet) else 300
+    status, evaluated = engine.check(seed, count)
+    population = engine.draw(seed, range(count))  # the very networks the kernel judged
+    candidates = torch.from_numpy(status != 0)
+    native_accepts = torch.zeros(count, dtype=torch.bool)
+    native_accepts[candidates] = certified_interpolates(population[candidates], data.x, data.y)
+    assert torch.equal(native_accepts, baseline_accepts(population, data.x, data.y))
+    assert count <= evaluated <= count * n
+
+
+@needs_kernel
+def test_native_draws_follow_the_prior():
+    arch = FCN(50, (40,))
+    engine = NativeEngine(KERNEL, arch, Q5, task(arch, 2, 0))
+    values = engine.draw(7, range(200)).params["w1"].flatten().numpy()  # 400,000 draws
+    counts = np.array([(values == level).sum() for level in Q5.levels])
+    assert counts.sum() == values.size
+    # Tolerance: chi-square against uniform over the 5 levels at the 1% level (fixed key).
+    assert chisquare(counts).pvalue > 0.01
+    uniform = NativeEngine(KERNEL, arch, Uniform(2.0), task(arch, 2, 0)).draw(7, range(200)).params["w1"].flatten()
+    assert uniform.min() >= -2.0 and uniform.max() < 2.0
+    # Tolerance: mean 0 and variance a^2 / 3 within 5 standard errors of 400,000 draws.
+    se = math.sqrt(4 / 3 / uniform.numel())
+    assert abs(float(uniform.mean())) < 5 * se
+    assert abs(float(uniform.var()) - 4 / 3) < 5 * math.sqrt(float(((uniform**2 - 4 / 3) ** 2).mean()) / uniform.numel())
+    fresh = NativeEngine(KERNEL, arch, Uniform(2.0), task(arch, 2, 1))
+    pair, alone = fresh.draw(7, [3, 4]).params["w1"], fresh.draw(7, [3]).params["w1"]
+    assert torch.equal(pair[0], alone[0])  # network (key, id) is the same whatever else is drawn
+    assert not torch.equal(pair[0], pair[1])
+
+
+def test_raw_bit_quantized_codes_are_uniform():
+    codes = quantized_codes(3, 300_000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(codes, minlength=3).numpy()
+    assert counts.sum() == 300_000 and len(counts) == 3
+    # Tolerance: chi-square against uniform at the 1% level (fixed seed).
+    assert chisquare(counts).pvalue > 0.01
+    population = draw_fast(FCN(10, (10,)), Uniform(0.5), 1000, torch.Generator().manual_seed(1))
+    values = torch.cat([v.flatten() for v in population.params.values()])
+    assert values.min() >= -0.5 and values.max() <= 0.5
+
+
+def test_class_interleaved_order():
+    order = class_interleaved_order(torch.tensor([1, 1, 1, -1, -1], dtype=torch.int8))
+    assert order.tolist() == [0, 3, 1, 4, 2]
+
+
+def test_certified_check_treats_exact_ties_as_mistakes():
+    # Two identical hidden units with opposite readout weights: f = 0 exactly in real arithmetic.
+    arch = FCN(3, (2,), bias=False)
+    w1 = torch.tensor([[[0.3, -1.7, 2.9], [0.3, -1.7, 2.9]]])
+    population = Population(arch, Uniform(3.0), {"w1": w1, "w2": torch.tensor([[[1.0, -1.0]]])})
+    x = torch.tensor([[1.0, 0.2, 0.7]])
+    assert not certified_interpolates(population, x, torch.tensor([1], dtype=torch.int8)).item()
+    assert not certified_interpolates(population, x, torch.tensor([-1], dtype=torch.int8)).item()
+
+
+def test_lenet_matches_the_published_size():
+    lenet = LeNet.with_width_factor(0.5)
+    assert lenet.layer_widths == (3, 8, 60, 42)
+    assert lenet.num_params() == 11_074 and lenet.flops_per_example() == 183_768
+    assert LeNet.with_width_factor(0.5, (3, 32, 32)).flat_features == 200
+
+
+def test_normalized_cross_entropy_and_loss_bin():
+    arch = LeNet.with_width_factor(0.25, head="logits")
+    population = Population.draw(arch, Uniform(1.0), 6, torch.Generator().manual_seed(0))
+    data = task(arch, 4, 1)
+    loss = normalized_cross_entropy(population, data.x, data.y)
+    norm = torch.ones(6, dtype=torch.float64)
+    for name in ("w1", "w2", "w3", "w4", "w5"):
+        norm *= population.params[name].double().flatten(1).norm(dim=1) / 3
+    z = population.arch.logits({k: v.double() for k, v in population.params.items()}, data.x.double()) / norm[:, None, None]
+    target = (data.y.long() + 1) // 2
+    expected = torch.stack([torch.nn.functional.cross_entropy(z[i], target) for i in range(6)])
+    assert torch.allclose(loss, expected, rtol=1e-6)
+    gen = torch.Generator().manual_seed(3)
+    easy = Dataset(data.x[:1], data.y[:1])
+    unbinned = GuessAndCheck(arch, Uniform(1.0), easy, batch_size=500, engine="baseline")
+    binned = GuessAndCheck(arch, Uniform(1.0), easy, batch_size=500, engine="baseline", loss_bin=(0.0, 0.6))
+    state, info = binned.step(gen, binned.init())
+    assert (normalized_cross_entropy(state.accepted, easy.x, easy.y) < 0.6).all()
+    state_all, _ = unbinned.step(torch.Generator().manual_seed(3), unbinned.init())
+    assert 0 < len(state.accepted) < len(state_all.accepted)
+
+
+@needs_cuda
+@pytest.mark.parametrize("arch", [FCN(5, (6,)), LeNet.with_width_factor(0.5), CNN((1, 8, 8), (2, 3), 3, 1, (2, 1))])
+def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch):
+    data = task(arch, 6, 0)
+    population = draw_fast(arch, Uniform(1.0), 5000, torch.Generator(device="cuda").manual_seed(0))
+    accepted, _ = FastChecker(arch, data, device="cuda").check(population)
+    x, y = data.x.cuda(), data.y.cuda()
+    assert torch.equal(accepted.cpu(), baseline_accepts(population, x, y).cpu())
