@@ -51,12 +51,13 @@ def task(arch, n: int, seed: int) -> Dataset:
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
-@given(arch=st.sampled_from(ARCHS), prior=st.sampled_from(PRIORS), n=st.integers(1, 6), seed=st.integers(0, 10**6))
-def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed):
+@given(arch=st.sampled_from(ARCHS), prior=st.sampled_from(PRIORS), n=st.integers(1, 6), seed=st.integers(0, 10**6),
+       grouped=st.booleans())
+def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, grouped):
     data = task(arch, n, seed)
     population = draw_fast(arch, prior, 3000 if not isinstance(arch, LeNet) else 400,
                            torch.Generator().manual_seed(seed))
-    accepted, stats = FastChecker(arch, data).check(population)
+    accepted, stats = FastChecker(arch, data, grouped=grouped).check(population)
     assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
     assert stats.network_examples <= len(population) * n
 

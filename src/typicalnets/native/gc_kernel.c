@@ -1,8 +1,9 @@
 /* Native CPU kernel for fast, exact Guess & Check (typicalnets.native loads it with ctypes).
  *
  * Each network is identified by (key, id). Its parameters are generated on the fly from a
- * counter-seeded xoshiro128++ stream (8 interleaved lanes, so the loop vectorizes), in the
- * order and layout of Population.params, and it is evaluated one training example at a time,
+ * counter-seeded xoshiro128+ stream (16 interleaved lanes, so the loop vectorizes), in the order
+ * of Population.params except that hidden dense layers are filled column by column (the kernel
+ * reads them transposed; Python transposes them back), and it is evaluated one example at a time,
  * stopping at its first mistake (early rejection). Nothing but the verdict leaves the kernel;
  * tn_draw regenerates the parameters of any id for the full-precision re-check.
  *
@@ -53,12 +54,13 @@ static void stream_seed(stream_t *st, uint64_t key, int64_t id) {
     }
 }
 
-/* Next LANES 32-bit outputs of xoshiro128++. */
+/* Next LANES 32-bit outputs of xoshiro128+ (Blackman and Vigna); only the top 24 bits, whose
+ * quality is full, are used for uniforms, and codes use a 32-bit multiply-shift of the whole word. */
 static inline void stream_next(stream_t *st, uint32_t *out) {
 #pragma omp simd
     for (int l = 0; l < LANES; l++) {
         uint32_t s0 = st->s0[l], s1 = st->s1[l], s2 = st->s2[l], s3 = st->s3[l];
-        out[l] = rotl32(s0 + s3, 7) + s0;
+        out[l] = s0 + s3;
         uint32_t t = s1 << 9;
         s2 ^= s0;
         s3 ^= s1;
@@ -71,7 +73,7 @@ static inline void stream_next(stream_t *st, uint32_t *out) {
 }
 
 /* The n parameters of network (key, id): U[-a, a) on a 2^-23 * a grid (24 random bits each,
- * like torch.rand), or exactly uniform over q levels (rejection of codes >= q). */
+ * like torch.rand), or exactly uniform over q levels. */
 static void generate(uint64_t key, int64_t id, const prior_t *prior, float *out, int64_t n) {
     stream_t st;
     uint32_t r[LANES];
@@ -90,20 +92,23 @@ static void generate(uint64_t key, int64_t id, const prior_t *prior, float *out,
         }
         return;
     }
-    int bits = 1;
-    while ((1 << bits) < prior->q) bits++;
-    const int fields = 32 / bits;
-    const uint32_t mask = (1u << bits) - 1u;
-    int64_t i = 0;
-    while (i < n) {
-        stream_next(&st, r);
-        for (int l = 0; l < LANES && i < n; l++) {
-            uint32_t word = r[l];
-            for (int f = 0; f < fields && i < n; f++) {
-                uint32_t code = (word >> (32 - bits * (f + 1))) & mask;
-                if ((int)code < prior->q) out[i++] = prior->levels[code];
+    /* Quantized: code = (r * q) >> 32 (Lemire's multiply-shift). It is exactly uniform once draws
+     * with (r * q) mod 2^32 < 2^32 mod q are rejected; such a draw (probability < q / 2^32 each)
+     * rejects the whole network, which is redrawn from the continuing stream: rejection sampling of
+     * the whole parameter vector, so the accepted vector is exactly uniform over the levels. */
+    const uint32_t q = (uint32_t)prior->q, threshold = (uint32_t)(-q) % q;
+    for (;;) {
+        uint32_t biased = 0;
+        for (int64_t i = 0; i < n; i += LANES) {
+            stream_next(&st, r);
+            const int64_t take = n - i < LANES ? n - i : LANES;
+            for (int l = 0; l < take; l++) {
+                const uint64_t m = (uint64_t)r[l] * q;
+                biased |= (uint32_t)m < threshold;
+                out[i + l] = prior->levels[m >> 32];
             }
         }
+        if (!biased) return;
     }
 }
 
@@ -134,23 +139,42 @@ static inline float head(const float *w, const float *b, int outputs, const floa
     return outputs == 2 ? z[1] - z[0] : z[0];
 }
 
-/* Dense layer: out[j] = act(b[j] + sum_i w[j, i] in[i]). */
-static inline void dense(const float *w, const float *b, const float *in, int k, int units, int act, float *out) {
-    for (int j = 0; j < units; j++) {
-        const float *row = w + (int64_t)j * k;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int i = 0; i < k; i++) acc += row[i] * in[i];
-        out[j] = activate(acc + (b ? b[j] : 0.0f), act);
-    }
-}
-
 /* 8 floats as one SIMD value (GCC/Clang vector extension: AVX on x86, NEON pairs on ARM). */
 typedef float v8 __attribute__((vector_size(32)));
 static inline v8 load8(const float *p) {
     v8 v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* Dense layer from transposed weights wt[i, j] (k x units, the order the stream fills them in):
+ * out[j] = act(b[j] + sum_i in[i] wt[i, j]), NV vectors of 8 outputs in registers, no horizontal
+ * sums. Rows are read 8-wide past ``units``: the parameter buffer carries slack. */
+static inline __attribute__((always_inline)) void dense_tile(const int NV, const float *wt, const float *in, int k,
+                                                             int units, int j0, v8 *acc) {
+    for (int c = 0; c < NV; c++) acc[c] = (v8){0};
+    for (int i = 0; i < k; i++) {
+        const float x = in[i];
+        const float *row = wt + (int64_t)i * units + j0;
+        for (int c = 0; c < NV; c++) acc[c] += x * load8(row + 8 * c);
+    }
+}
+
+#define DENSE_CASE(nv) \
+    case nv: dense_tile(nv, wt, in, k, units, j0, acc); break
+
+static void dense_t(const float *wt, const float *b, const float *in, int k, int units, int act, float *out) {
+    for (int j0 = 0; j0 < units; j0 += 64) {
+        const int left = units - j0 < 64 ? units - j0 : 64, nv = (left + 7) / 8;
+        v8 acc[8];
+        switch (nv) {
+            DENSE_CASE(1); DENSE_CASE(2); DENSE_CASE(3); DENSE_CASE(4);
+            DENSE_CASE(5); DENSE_CASE(6); DENSE_CASE(7); DENSE_CASE(8);
+        }
+        float z[64];
+        memcpy(z, acc, sizeof(v8) * nv);
+        for (int j = 0; j < left; j++) out[j0 + j] = activate(z[j] + (b ? b[j0 + j] : 0.0f), act);
+    }
 }
 
 /* Direct convolution tile for layers after the first: NB output channels x the 2 conv rows of one
@@ -239,7 +263,7 @@ int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, in
     int64_t evaluated = 0;
 #pragma omp parallel reduction(+ : evaluated)
     {
-        float *p = malloc(sizeof(float) * (total + LANES));
+        float *p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
         float *conv = malloc(sizeof(float) * 6 * 2 * 40);
         float *a1 = malloc(sizeof(float) * ((int64_t)c1 * ph1 * pw1 + PAD));
         float *a2 = malloc(sizeof(float) * flat);
@@ -255,8 +279,8 @@ int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, in
             for (int e = 0; e < n; e++) {
                 direct_conv_pool(x + (int64_t)e * c0 * h * w, c0, h, w, w1p, b1p, c1, conv, a1);
                 direct_conv_pool(a1, c1, ph1, pw1, w2p, b2p, c2, conv, a2);
-                dense(w3p, b3p, a2, (int)flat, f1, ACT_RELU, a3);
-                dense(w4p, b4p, a3, f1, f2, ACT_RELU, a4);
+                dense_t(w3p, b3p, a2, (int)flat, f1, ACT_RELU, a3);
+                dense_t(w4p, b4p, a3, f1, f2, ACT_RELU, a4);
                 float scale, f = head(w5p, b5p, outputs, a4, f2, &scale);
                 evaluated++;
                 if (scale > 0.0f && fabsf(f) <= margin * scale) { verdict = UNCERTAIN; break; }
@@ -284,7 +308,7 @@ int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, 
     int64_t evaluated = 0;
 #pragma omp parallel reduction(+ : evaluated)
     {
-        float *p = malloc(sizeof(float) * (total + LANES));
+        float *p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
         float *cur = malloc(sizeof(float) * widest), *next = malloc(sizeof(float) * widest);
 #pragma omp for schedule(dynamic, 64)
         for (int64_t j = 0; j < count; j++) {
@@ -303,7 +327,7 @@ int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, 
                         f = head(weights, b, 1, in, k, &scale);
                         break;
                     }
-                    dense(weights, b, in, k, units, act, next);
+                    dense_t(weights, b, in, k, units, act, next);
                     if (scaled) {
                         for (int u = 0; u < units; u++) next[u] *= wp[u];
                         wp += units;

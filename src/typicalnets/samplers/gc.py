@@ -31,10 +31,13 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.fast import DEFAULT_MARGIN, FastChecker, NativeEngine, certified_interpolates, draw_fast
 from typicalnets.nets import Architecture, Population
+from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior
 
 DEFAULT_BATCH = 16_384
-PARAM_BUDGET = 1 << 26  # parameters held per drawn batch (256 MB in fp32); caps the batch for big nets
+# Parameters held per drawn batch, which caps the batch for big nets: 256 MB of fp32 on the CPU
+# (host memory stays well under 2 GB), 4 GB on a GPU.
+PARAM_BUDGET = {"cpu": 1 << 26, "cuda": 1 << 30}
 ENGINES = ("fast", "native", "torch", "baseline")
 
 
@@ -95,7 +98,9 @@ class GuessAndCheck:
             self.checker = FastChecker(arch, train, margin, device)
         self.engine = "native" if self.native else "torch" if self.checker else "baseline"
         if self.native is None:  # engines that hold a batch's parameters in memory
-            self.batch_size = max(1, min(self.batch_size, PARAM_BUDGET // arch.num_params()))
+            budget = PARAM_BUDGET.get(self.x.device.type, PARAM_BUDGET["cpu"])
+            self.batch_size = max(1, min(self.batch_size, budget // arch.num_params()))
+        self.chunk = self.batch_size if self.x.device.type == "cuda" else DEFAULT_CHUNK
 
     def init(self) -> GCState:
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
@@ -121,7 +126,7 @@ class GuessAndCheck:
             # 1. Guess: draw a batch of networks i.i.d. from the prior.
             guesses = Population.draw(self.arch, self.prior, batch, rng, device=self.x.device)
             # 2. Check: count each network's training mistakes in one batched fp32 forward.
-            keep = guesses.mistakes(self.x, self.y) == 0
+            keep = guesses.mistakes(self.x, self.y, self.chunk) == 0
             # 3. Re-check the accepted networks in float64.
             candidates = keep.nonzero().flatten()
             keep[candidates[~certified_interpolates(guesses[candidates], self.x, self.y)]] = False
