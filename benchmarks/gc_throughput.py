@@ -135,6 +135,10 @@ def main() -> int:
                 no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
                 methods += [("ablation:torch-early-rejection", torch_engine),
                             ("ablation:torch-no-early-rejection", no_early)]
+                if isinstance(arch, LeNet):
+                    im2col = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
+                    im2col.checker = FastChecker(arch, data, device=args.device, grouped=False)
+                    methods.append(("ablation:torch-im2col-bmm", im2col))
             base_rate = None
             for method, sampler in methods:
                 rate, example_rate, _ = measure(sampler, args.device, args.seconds)

@@ -11,8 +11,8 @@ by ``benchmarks/gc_throughput.py``:
 2. The input-facing first layer is one large matmul across the population (the input is shared).
 3. Quantized weights come from raw random bits (2-8 bits per weight instead of one 32-bit draw),
    uniform weights from one flat draw for all parameters.
-4. No grouped convolutions on GPUs: conv layers after the first are im2col plus one batched
-   matmul there (on the CPU grouped convolutions measured faster and are kept).
+4. No grouped convolutions on GPUs: conv layers after the first run as im2col (one strided copy)
+   plus one batched matmul there; on the CPU grouped convolutions measured 2-3x faster and stay.
 5. Networks are processed in chunks so memory stays bounded.
 
 Exactness: fp32 arithmetic in any order can misjudge the sign of an output within rounding error
@@ -181,9 +181,10 @@ def forward_with_scale(arch: Architecture, params: dict[str, torch.Tensor], x: t
                        grouped: bool | None = None):
     """Outputs f (A, n) and their scales sum |w_i h_i| + |b| over the head.
 
-    Conv layers after the first run as grouped convolutions (one group per network) where that is
-    faster -- on the CPU, measured 2-3x over im2col + batched matmul -- and as im2col + one batched
-    matmul elsewhere (``grouped`` overrides).
+    Conv layers after the first run as grouped convolutions (one group per network) on the CPU,
+    where that measured 2-3x faster than im2col + one batched matmul, and as the latter on GPUs,
+    where it measured 10% faster on an H200 (``benchmarks/gc_throughput.py --ablations``);
+    ``grouped`` overrides.
     """
     if isinstance(arch, FCN):
         return _fcn_forward(arch, params, x)
@@ -268,6 +269,14 @@ def _conv_layers(arch: CNN | LeNet):
     return convs, [], (f"w{arch.depth}", f"b{arch.depth}" if arch.bias else None)
 
 
+def _im2col(h: torch.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) -> torch.Tensor:
+    """(rows, c, H, W) -> (rows, c * kh * kw, positions) by one strided copy (F.unfold launches a
+    kernel per image on CUDA, which measured 30x slower for large populations)."""
+    windows = h.unfold(2, kernel[0], strides[0]).unfold(3, kernel[1], strides[1])  # (rows, c, Ho, Wo, kh, kw)
+    rows, channels, out_h, out_w = windows.shape[:4]
+    return windows.permute(0, 1, 4, 5, 2, 3).reshape(rows, channels * kernel[0] * kernel[1], out_h * out_w)
+
+
 def _conv_forward(arch: CNN | LeNet, params, x, grouped: bool = False):
     convs, fcs, head = _conv_layers(arch)
     count = params["w1"].shape[0]
@@ -283,7 +292,7 @@ def _conv_forward(arch: CNN | LeNet, params, x, grouped: bool = False):
         height = (h.shape[2] - kernel[0]) // strides[0] + 1
         width = (h.shape[3] - kernel[1]) // strides[1] + 1
         w_flat = w.reshape(count, c_out, -1)
-        patches = F.unfold(h, kernel, stride=strides) if index == 0 or not grouped else None  # (rows, c_in * taps, positions)
+        patches = _im2col(h, kernel, strides) if index == 0 or not grouped else None  # (rows, c_in * taps, positions)
         if index == 0:  # the input is shared: one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
             z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
         elif grouped:
