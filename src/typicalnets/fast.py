@@ -329,8 +329,7 @@ class NativeEngine:
 
         self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
         order = class_interleaved_order(train.y)
-        # Trailing slack: the kernel's 8-wide conv tiles may read a few floats past the last row.
-        self.x = np.concatenate([train.x[order].numpy().astype(np.float32).ravel(), np.zeros(16, np.float32)])
+        self.x = np.ascontiguousarray(train.x[order].numpy(), dtype=np.float32)
         self.y = np.ascontiguousarray(train.y[order].numpy(), dtype=np.int8)
         if isinstance(prior, QuantizedUniform):
             self.prior_args = (1, 0.0, np.asarray(prior.levels, dtype=np.float32), prior.q)

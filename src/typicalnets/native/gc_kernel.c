@@ -177,24 +177,36 @@ static void dense_t(const float *wt, const float *b, const float *in, int k, int
     }
 }
 
-/* Direct convolution tile for layers after the first: NB output channels x the 2 conv rows of one
- * pooling pair x NC chunks of 8 columns, in registers over all taps (2 NB NC <= 12 accumulators).
- * Reads up to 7 floats past a row's end: input buffers carry PAD floats of slack. */
-#define PAD 16
-static inline __attribute__((always_inline)) void direct_tile(const int NB, const int NC, const float *in, int cin,
-                                                              int h, int w, const float *wt, int oc0, int oy,
-                                                              int ox0, int wo, float *conv) {
+/* The input of a valid 5x5 convolution as 5 copies shifted by kx = 0..4 columns, each row padded
+ * to a multiple of 8 floats: every 8-wide load of the convolution is then aligned (unaligned
+ * loads that straddle cache lines measured to halve its speed). S[kx][ic][row][col] = in[ic][row][col + kx]. */
+static void shifted_copies(const float *restrict in, int cin, int h, int w, int stride, float *restrict S) {
+    const int wo = w - 4;
+    for (int kx = 0; kx < 5; kx++)
+        for (int ic = 0; ic < cin; ic++)
+            for (int row = 0; row < h; row++) {
+                const float *src = in + ((int64_t)ic * h + row) * w + kx;
+                float *dst = S + (((int64_t)kx * cin + ic) * h + row) * stride;
+                for (int col = 0; col < stride; col++) dst[col] = col < wo ? src[col] : 0.0f;
+            }
+}
+
+/* Direct convolution tile: NB output channels x the 2 conv rows of one pooling pair x NC chunks
+ * of 8 columns, in registers over all taps (2 NB NC <= 12 accumulators), from shifted copies. */
+static inline __attribute__((always_inline)) void direct_tile(const int NB, const int NC, const float *S, int cin,
+                                                              int h, int stride, const float *wt, int oc0, int oy,
+                                                              int ox0, float *conv) {
     v8 acc[6][2][4];
     for (int b = 0; b < NB; b++)
         for (int r = 0; r < 2; r++)
             for (int c = 0; c < NC; c++) acc[b][r][c] = (v8){0};
     for (int ic = 0; ic < cin; ic++)
         for (int ky = 0; ky < 5; ky++) {
-            const float *line = in + ((int64_t)ic * h + oy + ky) * w + ox0;
             const float *taps = wt + ((int64_t)oc0 * cin + ic) * 25 + ky * 5;
             for (int kx = 0; kx < 5; kx++) {
+                const float *line = S + (((int64_t)kx * cin + ic) * h + oy + ky) * stride + ox0;
                 v8 v[2][4];
-                for (int c = 0; c < NC; c++) v[0][c] = load8(line + 8 * c + kx), v[1][c] = load8(line + w + 8 * c + kx);
+                for (int c = 0; c < NC; c++) v[0][c] = load8(line + 8 * c), v[1][c] = load8(line + stride + 8 * c);
                 for (int b = 0; b < NB; b++) {
                     const float t = taps[(int64_t)b * cin * 25 + kx];
                     for (int c = 0; c < NC; c++) acc[b][0][c] += t * v[0][c], acc[b][1][c] += t * v[1][c];
@@ -203,17 +215,17 @@ static inline __attribute__((always_inline)) void direct_tile(const int NB, cons
         }
     for (int b = 0; b < NB; b++)
         for (int r = 0; r < 2; r++)
-            for (int c = 0; c < NC; c++) memcpy(conv + ((int64_t)b * 2 + r) * wo + 8 * c, &acc[b][r][c], sizeof(v8));
+            for (int c = 0; c < NC; c++) memcpy(conv + ((int64_t)b * 2 + r) * 40 + 8 * c, &acc[b][r][c], sizeof(v8));
 }
 
 #define DIRECT_CASE(nc, nb) \
-    case (nc) * 8 + (nb): direct_tile(nb, nc, in, cin, h, w, wt, oc0, 2 * py, ox0, stride, conv); break
+    case (nc) * 8 + (nb): direct_tile(nb, nc, S, cin, h, stride, wt, oc0, 2 * py, ox0, conv); break
 
-/* Valid 5x5 convolution, 2x2 max-pool (floor), + bias, relu; one example of one network.
- * out is (cout, ph * pw); conv is scratch of 6 x 2 x (32 + 8) floats. */
-static void direct_conv_pool(const float *restrict in, int cin, int h, int w, const float *restrict wt,
+/* Valid 5x5 convolution, 2x2 max-pool (floor), + bias, relu; one example of one network, from the
+ * shifted copies S of its input (c x h x w). out is (cout, ph * pw); conv is scratch (6 x 2 x 40). */
+static void direct_conv_pool(const float *restrict S, int cin, int h, int w, const float *restrict wt,
                              const float *restrict bias, int cout, float *restrict conv, float *restrict out) {
-    const int ph = (h - 4) / 2, pw = (w - 4) / 2, stride = 40;
+    const int ph = (h - 4) / 2, pw = (w - 4) / 2, stride = (w - 4 + 7) / 8 * 8;
     for (int ox0 = 0; ox0 < 2 * pw; ox0 += 32) {
         const int span = 2 * pw - ox0 < 32 ? 2 * pw - ox0 : 32, nc = (span + 7) / 8, nb_max = 12 / (2 * nc);
         for (int oc0 = 0; oc0 < cout; oc0 += nb_max) {
@@ -227,11 +239,11 @@ static void direct_conv_pool(const float *restrict in, int cin, int h, int w, co
                     DIRECT_CASE(4, 1);
                 }
                 for (int b = 0; b < nb; b++) {
-                    const float *rows = conv + (int64_t)b * 2 * stride;
+                    const float *rows = conv + (int64_t)b * 2 * 40;
                     float *pooled = out + ((int64_t)(oc0 + b) * ph + py) * pw + ox0 / 2;
                     for (int px = 0; px < span / 2; px++) {
                         const float m = MAX(MAX(rows[2 * px], rows[2 * px + 1]),
-                                            MAX(rows[stride + 2 * px], rows[stride + 2 * px + 1])) + bias[oc0 + b];
+                                            MAX(rows[40 + 2 * px], rows[40 + 2 * px + 1])) + bias[oc0 + b];
                         pooled[px] = MAX(m, 0.0f); /* relu and + bias commute with max */
                     }
                 }
@@ -239,6 +251,8 @@ static void direct_conv_pool(const float *restrict in, int cin, int h, int w, co
         }
     }
 }
+
+static inline int64_t shifted_size(int cin, int h, int w) { return (int64_t)5 * cin * h * ((w - 4 + 7) / 8 * 8); }
 
 typedef struct {
     int c0, h, w, c1, c2, f1, f2, outputs;
@@ -260,12 +274,17 @@ int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, in
     int64_t flat;
     const int64_t total = lenet_param_count(&a, &flat);
     const int ph1 = (h - 4) / 2, pw1 = (w - 4) / 2, taps1 = c0 * 25, taps2 = c1 * 25;
+    /* The first layer's input is shared by all networks: shift each example once. */
+    const int64_t s1 = shifted_size(c0, h, w), s2 = shifted_size(c1, ph1, pw1);
+    float *S1 = aligned_alloc(32, sizeof(float) * ((s1 * n + 7) / 8 * 8));
+    for (int e = 0; e < n; e++) shifted_copies(x + (int64_t)e * c0 * h * w, c0, h, w, (w - 4 + 7) / 8 * 8, S1 + e * s1);
     int64_t evaluated = 0;
 #pragma omp parallel reduction(+ : evaluated)
     {
         float *p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
         float *conv = malloc(sizeof(float) * 6 * 2 * 40);
-        float *a1 = malloc(sizeof(float) * ((int64_t)c1 * ph1 * pw1 + PAD));
+        float *S2 = aligned_alloc(32, sizeof(float) * ((s2 + 7) / 8 * 8));
+        float *a1 = malloc(sizeof(float) * (int64_t)c1 * ph1 * pw1);
         float *a2 = malloc(sizeof(float) * flat);
         float *a3 = malloc(sizeof(float) * f1);
         float *a4 = malloc(sizeof(float) * f2);
@@ -277,8 +296,9 @@ int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, in
             generate(key, first_id + j, &prior, p, total);
             int8_t verdict = ACCEPTED;
             for (int e = 0; e < n; e++) {
-                direct_conv_pool(x + (int64_t)e * c0 * h * w, c0, h, w, w1p, b1p, c1, conv, a1);
-                direct_conv_pool(a1, c1, ph1, pw1, w2p, b2p, c2, conv, a2);
+                direct_conv_pool(S1 + e * s1, c0, h, w, w1p, b1p, c1, conv, a1);
+                shifted_copies(a1, c1, ph1, pw1, (pw1 - 4 + 7) / 8 * 8, S2);
+                direct_conv_pool(S2, c1, ph1, pw1, w2p, b2p, c2, conv, a2);
                 dense_t(w3p, b3p, a2, (int)flat, f1, ACT_RELU, a3);
                 dense_t(w4p, b4p, a3, f1, f2, ACT_RELU, a4);
                 float scale, f = head(w5p, b5p, outputs, a4, f2, &scale);
@@ -288,8 +308,9 @@ int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, in
             }
             status[j] = verdict;
         }
-        free(p), free(conv), free(a1), free(a2), free(a3), free(a4);
+        free(p), free(conv), free(S2), free(a1), free(a2), free(a3), free(a4);
     }
+    free(S1);
     return evaluated;
 }
 
