@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from typicalnets import native
 from typicalnets.cli import main
 from typicalnets.data import Dataset
 from typicalnets.nets import FCN, Population
@@ -203,3 +204,19 @@ def test_bad_run_input_is_one_line_exit_2(case, tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("engine", ["fast", "torch", "baseline"])
+def test_sample_lenet_with_each_engine(tmp_path, engine):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "img.npz", x=rng.normal(size=(4, 1, 16, 16)).astype(np.float32), y=np.array([0, 1, 0, 1]))
+    out = tmp_path / engine
+    assert run_cli("sample", "--train", tmp_path / "img.npz", "--arch", "lenet", "--width-factor", "0.25",
+                   "--prior", "uniform:1.0", "--count", 3, "--engine", engine, "--loss-bin", "0,100",
+                   "--out", out, "--no-progress") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    expected_engine = {"fast": "native" if native.load() else "torch", "torch": "torch", "baseline": "baseline"}[engine]
+    assert summary["engine"] == expected_engine and summary["count"] == 3 and summary["loss_bin"] == [0.0, 100.0]
+    population = Population.load(out / "population.pt")
+    assert population.arch.name == "lenet" and population.arch.layer_widths == (2, 4, 30, 21)
+    assert (np.load(out / "train_predictions.npy") == np.array([-1, 1, -1, 1])).all()
