@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import ARCH_NAMES, CNN, FCN, DiagonalLinear, Population, arch_from_dict, build_arch
+from typicalnets.nets import ARCH_NAMES, CNN, FCN, DiagonalLinear, LeNet, Population, arch_from_dict, build_arch
 from typicalnets.nets.base import LEAKY_RELU_SLOPE
 from typicalnets.priors import Gaussian, QuantizedUniform
 
@@ -348,7 +348,8 @@ def test_build_arch():
     assert build_arch("diag", (5,), depth=3) == DiagonalLinear(5, 3)
     assert build_arch("cnn", (2, 10), (3,), kernel_size=3, stride=2, pool=1) == CNN((2, 10), (3,), 3, 2, 1)
     assert build_arch("scnn", (1, 6, 6), (2, 2), kernel_size=2) == CNN((1, 6, 6), (2, 2), 2, scaled=True)
-    assert set(ARCH_NAMES) == {"fcn", "sfcn", "cnn", "scnn", "diag"}
+    assert build_arch("lenet", (1, 28, 28), width_factor=0.5, head="scalar") == LeNet((1, 28, 28), (3, 8, 60, 42), "scalar")
+    assert set(ARCH_NAMES) == {"fcn", "sfcn", "cnn", "scnn", "diag", "lenet"}
 
 
 @pytest.mark.parametrize(
@@ -368,6 +369,8 @@ def test_build_arch():
         ("cnn", (1, 8), ()),
         ("cnn", (1, 8), (0,)),
         ("cnn", (1, 2), (3,)),  # default kernel 3 does not fit length 2
+        ("lenet", (784,), ()),  # flat inputs to LeNet
+        ("lenet", (1, 12, 12), ()),  # too small for two 5x5 convolutions and pools
     ],
 )
 def test_build_arch_errors(name, shape, widths):
