@@ -61,7 +61,9 @@ class SampleResult:
     accepted_total: int
     draws: int
     seconds: float
-    stop_reason: str  # "count", "max_draws" or "time_limit"
+    stop_reason: str  # "count", "max_draws", "time_limit" or "degenerate" (SMC: no particle survived)
+    log_prob_estimate: float | None = None  # samplers that estimate ln P(L_S = 0) directly (SMC)
+    log_prob_estimate_ci: tuple[float, float] | None = None
 
     @property
     def count(self) -> int:
@@ -77,16 +79,31 @@ class SampleResult:
 
     @property
     def log_prob_interpolate(self) -> float:
-        """ln of the acceptance rate: the log prior mass of the version space (-inf if none accepted)."""
+        """ln P(L_S = 0), the log prior mass of the version space: the sampler's own estimate, else
+        ln of the acceptance rate (-inf if none accepted)."""
+        if self.log_prob_estimate is not None:
+            return self.log_prob_estimate
         return math.log(self.acceptance_rate) if self.accepted_total else -math.inf
 
     @property
     def log_prob_interpolate_ci(self) -> tuple[float, float]:
+        if self.log_prob_estimate_ci is not None:
+            return self.log_prob_estimate_ci
         low, high = self.acceptance_ci
         return (math.log(low) if low > 0 else -math.inf), math.log(high)
 
     def message(self) -> str:
         """One line on how the run ended."""
+        if self.log_prob_estimate is not None:
+            low, high = self.log_prob_interpolate_ci
+            if self.stop_reason == "degenerate":
+                return f"{self.sampler}: no particle survived; raise --particles or the number of moves"
+            if math.isnan(self.log_prob_estimate):
+                return (f"{self.sampler} stopped by {self.stop_reason.replace('_', ' ')} before the last example; "
+                        "no samples or estimate; raise --max-draws/--time-limit")
+            return (f"{self.count}/{self.requested} samples by {self.sampler} in {self.seconds:.1f}s; "
+                    f"ln P(L_S = 0) = {self.log_prob_estimate:.3f} "
+                    + (f"(95% CI {low:.3f} to {high:.3f})" if math.isfinite(low) else "(--repeats >= 2 for an interval)"))
         low, high = self.acceptance_ci
         if self.accepted_total == 0:
             return (
@@ -121,9 +138,13 @@ def sample(
     stop_reason = "count"
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
                TimeElapsedColumn())
+    count_progress = getattr(sampler, "progress", None)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(description or sampler.name, total=count, draws="0")
         while len(state.accepted) < count:
+            if getattr(state, "degenerate", False):
+                stop_reason = "degenerate"
+                break
             if max_draws is not None and state.draws >= max_draws:
                 stop_reason = "max_draws"
                 break
@@ -132,7 +153,8 @@ def sample(
                 break
             remaining = None if max_draws is None else max_draws - state.draws
             state, _ = sampler.step(rng, state, remaining)
-            bar.update(task, completed=min(len(state.accepted), count), draws=f"{state.draws:,}")
+            done, total = (count_progress(state)[:2] if count_progress else (min(len(state.accepted), count), count))
+            bar.update(task, completed=done, total=total, draws=f"{state.draws:,}")
     return SampleResult(
         sampler=sampler.name,
         population=state.accepted[:count],
@@ -141,4 +163,7 @@ def sample(
         draws=state.draws,
         seconds=time.perf_counter() - start,
         stop_reason=stop_reason,
+        # An SMC run stopped by a budget has no estimate for the whole training set.
+        log_prob_estimate=(None if not hasattr(state, "log_prob")
+                           else state.log_prob if stop_reason in ("count", "degenerate") else math.nan),
     )

@@ -1,0 +1,244 @@
+"""Sequential Monte Carlo over the training examples: typical interpolators beyond Guess & Check.
+
+The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t correctly}, t = 0..n
+(examples enter in blocks). Starting from N prior draws, each step
+
+1. reweights: a particle keeps weight 1 iff it classifies the block's examples (f = 0 is a mistake);
+2. records the surviving fraction s_t, so that sum_t ln s_t estimates ln P(L_S = 0), the log prior
+   mass of the version space (its exponential is an unbiased estimate of P(L_S = 0));
+3. resamples N particles uniformly among the survivors (multinomial);
+4. rejuvenates with MCMC moves that leave pi_t invariant, until the particles are diverse enough:
+   - quantized priors: re-draw a few randomly chosen parameters from the prior; accept iff the
+     network still classifies every example seen so far (the Metropolis-Hastings ratio of this
+     independent prior proposal under a flat prior times an indicator is the indicator itself);
+   - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010) with the
+     indicator as likelihood, so every slice is the constraint set itself;
+   - uniform priors U[-a, a]: the same in z-space, theta = a (2 Phi(z) - 1) with z ~ N(0, I),
+     which maps the standard normal prior exactly onto the uniform one.
+
+References: Del Moral, Doucet & Jasra, "Sequential Monte Carlo samplers", JRSS B 2006; Chopin,
+"A sequential particle filter method for static models", Biometrika 2002 (data tempering).
+The final particles (after all n examples) are approximate draws from the posterior; the tests
+check them against the enumerated posterior of a tiny network and against Guess & Check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Callable, NamedTuple
+
+import torch
+from scipy.stats import t as student_t
+
+from typicalnets.data import Dataset
+from typicalnets.errors import TypicalnetsError
+from typicalnets.fast import certified_interpolates, class_interleaved_order
+from typicalnets.nets import Architecture, Population
+from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
+from typicalnets.samplers.base import CONFIDENCE, SampleResult, sample
+
+DEFAULT_PARTICLES = 1000
+
+
+class SMCState(NamedTuple):
+    flat: torch.Tensor | None  # (N, P) particle parameters (z-space for uniform priors), None before the first step
+    seen: int  # training examples incorporated so far
+    log_prob: float  # running estimate of ln P(L_S = 0) over the seen examples
+    draws: int  # network evaluations (on all seen examples) spent so far
+    accepted: Population  # the final particles once every example is in, else empty
+    degenerate: bool  # no particle survived a block: sampling failed
+
+
+class SMCInfo(NamedTuple):
+    seen: int  # examples incorporated after this step
+    survival: float  # fraction of particles that classified the new block
+    unique: int  # distinct particles after the moves
+    move_acceptance: float  # mean acceptance of this step's MCMC moves
+    moves: int  # MCMC sweeps this step
+
+
+class SequentialMonteCarlo:
+    """Data-tempered SMC for the prior conditioned on zero training error."""
+
+    name = "smc"
+
+    def __init__(self, arch: Architecture, prior: Prior, train: Dataset, particles: int = DEFAULT_PARTICLES,
+                 block: int = 1, coordinates: int = 1, min_moves: int = 2, max_moves: int = 50,
+                 target_unique: float = 0.5, min_accepted: float = 1.0, device: torch.device | str = "cpu"):
+        arch.check_input(train.x)
+        if particles < 2 or block < 1 or coordinates < 1 or not 0 <= min_moves <= max_moves:
+            raise TypicalnetsError(
+                "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves"
+            )
+        if not isinstance(prior, (QuantizedUniform, Gaussian, Uniform)):
+            raise TypicalnetsError(f"SMC has no move for prior {prior!r}; use quantized, uniform or gaussian")
+        self.arch, self.prior, self.particles, self.block = arch, prior, int(particles), int(block)
+        self.coordinates, self.min_moves, self.max_moves = int(coordinates), int(min_moves), int(max_moves)
+        self.target_unique, self.min_accepted = target_unique, min_accepted
+        order = class_interleaved_order(train.y)
+        self.x, self.y = train.x[order].to(device), train.y[order].to(device)
+        self.shapes = arch.param_shapes()
+        self.sizes = [math.prod(s) for s in self.shapes.values()]
+        self.n_params = sum(self.sizes)
+
+    # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
+    def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
+        if isinstance(self.prior, Uniform):
+            return torch.randn(count, self.n_params, generator=rng, device=rng.device)
+        return self.prior.sample((count, self.n_params), rng)
+
+    def _population(self, flat: torch.Tensor) -> Population:
+        theta = flat
+        if isinstance(self.prior, Uniform):
+            theta = self.prior.a * torch.erf(flat / math.sqrt(2.0))  # a (2 Phi(z) - 1)
+        params, start = {}, 0
+        for (name, shape), size in zip(self.shapes.items(), self.sizes):
+            params[name] = theta[:, start : start + size].reshape(len(flat), *shape)
+            start += size
+        return Population(self.arch, self.prior, params)
+
+    def _satisfies(self, flat: torch.Tensor, seen: int) -> torch.Tensor:
+        """Does each particle classify examples 0..seen-1 correctly? (certified, f = 0 a mistake)."""
+        if seen == 0:
+            return torch.ones(len(flat), dtype=torch.bool, device=flat.device)
+        return certified_interpolates(self._population(flat), self.x[:seen], self.y[:seen])
+
+    def init(self) -> SMCState:
+        return SMCState(None, 0, 0.0, 0, Population.empty(self.arch, self.prior, device=self.x.device), False)
+
+    def progress(self, state: SMCState) -> tuple[int, int, str]:
+        return state.seen, len(self.y), "examples"
+
+    def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
+        flat, draws = state.flat, state.draws
+        if flat is None:
+            flat, draws = self._draw(rng, self.particles), self.particles
+        seen = min(len(self.y), state.seen + self.block)
+        # 1. Reweight: survivors classify the new block (and, by invariance, every earlier example).
+        alive = certified_interpolates(self._population(flat), self.x[state.seen : seen], self.y[state.seen : seen])
+        draws += len(flat)
+        survival = float(alive.double().mean())
+        if survival == 0.0:
+            info = SMCInfo(seen, 0.0, 0, 0.0, 0)
+            return state._replace(flat=flat, seen=seen, log_prob=-math.inf, draws=draws, degenerate=True), info
+        # 2. The surviving fraction estimates P(block correct | earlier blocks correct).
+        log_prob = state.log_prob + math.log(survival)
+        # 3. Resample uniformly among the survivors.
+        survivors = torch.nonzero(alive).flatten()
+        pick = torch.randint(len(survivors), (self.particles,), generator=rng, device=rng.device).to(flat.device)
+        flat = flat[survivors[pick]]
+        # 4. Rejuvenate until diverse enough (or max_moves sweeps).
+        flat, acceptance, moves, evaluations = self._rejuvenate(rng, flat, seen)
+        draws += evaluations
+        done = seen == len(self.y)
+        accepted = self._population(flat) if done else state.accepted
+        info = SMCInfo(seen, survival, _unique(flat), acceptance, moves)
+        return SMCState(flat, seen, log_prob, draws, accepted, False), info
+
+    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int):
+        accepted_moves = torch.zeros(len(flat), device=flat.device)
+        total, moves, evaluations = 0.0, 0, 0
+        while moves < self.max_moves:
+            if moves >= self.min_moves and float(accepted_moves.mean()) >= self.min_accepted and \
+                    _unique(flat) >= self.target_unique * len(flat):
+                break
+            if isinstance(self.prior, QuantizedUniform):
+                flat, moved, cost = self._coordinate_move(rng, flat, seen)
+            else:
+                flat, moved, cost = self._elliptical_slice(rng, flat, seen)
+            accepted_moves += moved
+            total += float(moved.mean())
+            moves += 1
+            evaluations += cost
+        return flat, (total / moves if moves else 0.0), moves, evaluations
+
+    def _coordinate_move(self, rng: torch.Generator, flat: torch.Tensor, seen: int):
+        """Re-draw ``coordinates`` random parameters of every particle from the prior; keep iff valid."""
+        count = len(flat)
+        index = torch.randint(self.n_params, (count, self.coordinates), generator=rng, device=rng.device)
+        values = self.prior.sample((count, self.coordinates), rng).to(flat.dtype)
+        proposal = flat.clone()
+        proposal.scatter_(1, index.to(flat.device), values.to(flat.device))
+        ok = self._satisfies(proposal, seen)
+        return torch.where(ok.unsqueeze(1), proposal, flat), ok.float(), count
+
+    def _elliptical_slice(self, rng: torch.Generator, flat: torch.Tensor, seen: int, max_shrinks: int = 100):
+        """One elliptical slice sampling update per particle (z-space for uniform priors).
+
+        The Gaussian prior is N(0, sigma^2 I) for Gaussian priors and N(0, I) in z-space. A particle
+        whose bracket has not closed after ``max_shrinks`` shrinks keeps its state (angles then are
+        within 2 pi 2^-100 of 0, i.e. the current point, in exact arithmetic).
+        """
+        scale = self.prior.sigma if isinstance(self.prior, Gaussian) else 1.0
+        nu = scale * torch.randn(flat.shape, generator=rng, device=rng.device).to(flat.device)
+        angle = 2 * math.pi * torch.rand(len(flat), generator=rng, device=rng.device).to(flat.device)
+        low, high = angle - 2 * math.pi, angle.clone()
+        current = flat.clone()
+        pending = torch.ones(len(flat), dtype=torch.bool, device=flat.device)
+        evaluations = 0
+        for _ in range(max_shrinks):
+            rows = torch.nonzero(pending).flatten()
+            if rows.numel() == 0:
+                break
+            a = angle[rows].unsqueeze(1)
+            proposal = flat[rows] * torch.cos(a) + nu[rows] * torch.sin(a)
+            ok = self._satisfies(proposal, seen)
+            evaluations += rows.numel()
+            current[rows[ok]] = proposal[ok]
+            pending[rows[ok]] = False
+            shrink = rows[~ok]
+            negative = angle[shrink] < 0
+            low[shrink] = torch.where(negative, angle[shrink], low[shrink])
+            high[shrink] = torch.where(negative, high[shrink], angle[shrink])
+            angle[shrink] = low[shrink] + (high[shrink] - low[shrink]) * torch.rand(
+                shrink.numel(), generator=rng, device=rng.device).to(flat.device)
+        moved = (~pending).float()
+        return current, moved, evaluations
+
+
+def _unique(flat: torch.Tensor) -> int:
+    return int(torch.unique(flat, dim=0).shape[0])
+
+
+def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Generator, count: int, repeats: int = 1,
+               max_draws: int | None = None, time_limit: float | None = None,
+               progress: bool = True) -> SampleResult:
+    """Run ``repeats`` independent SMC runs; pool ``count`` samples and estimate ln P(L_S = 0).
+
+    The estimate is the mean of the runs' ln-estimates; its 95% interval is Student's t over the
+    runs (needs repeats >= 2). Samples are taken evenly from the runs' final particles.
+    """
+    if repeats < 1:
+        raise TypicalnetsError(f"--repeats must be >= 1, got {repeats}")
+    start = time.perf_counter()
+    runs: list[SampleResult] = []
+    for index in range(repeats):
+        sampler = make_sampler()
+        if count > sampler.particles * repeats:
+            raise TypicalnetsError(
+                f"asked for {count} samples but {repeats} run(s) of {sampler.particles} particles hold fewer; "
+                "raise --particles or --repeats"
+            )
+        left = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
+        budget = None if max_draws is None else max(1, max_draws - sum(r.draws for r in runs))
+        run = sample(sampler, rng, sampler.particles, budget, left, progress, f"smc run {index + 1}/{repeats}")
+        runs.append(run)
+        if run.stop_reason != "count":
+            break
+    estimates = [r.log_prob_interpolate for r in runs]
+    complete = len(runs) == repeats and all(r.stop_reason == "count" for r in runs)
+    interval = (math.nan, math.nan)
+    if complete and repeats >= 2:
+        values = torch.tensor(estimates, dtype=torch.float64)
+        half = float(student_t.ppf(0.5 + CONFIDENCE / 2, repeats - 1) * values.std() / math.sqrt(repeats))
+        interval = (float(values.mean()) - half, float(values.mean()) + half)
+    shares = [count // repeats + (1 if i < count % repeats else 0) for i in range(repeats)]
+    pooled = [r.population[: share] for r, share in zip(runs, shares) if r.stop_reason == "count"]
+    population = Population.concat(pooled) if pooled else runs[0].population
+    stop = "count" if complete else runs[-1].stop_reason
+    estimate = sum(estimates) / len(estimates) if complete else runs[-1].log_prob_interpolate
+    return replace(runs[-1], population=population, requested=count, accepted_total=len(population),
+                   draws=sum(r.draws for r in runs), seconds=time.perf_counter() - start, stop_reason=stop,
+                   log_prob_estimate=estimate, log_prob_estimate_ci=interval)

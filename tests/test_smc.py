@@ -1,0 +1,116 @@
+"""Sequential Monte Carlo draws the same posterior as Guess & Check and estimates its volume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chisquare, ks_2samp
+
+from test_gc import Q3, enumerate_population, function_ids
+from typicalnets.data import Dataset, boolean_cube
+from typicalnets.nets import FCN
+from typicalnets.priors import Gaussian, Uniform
+from typicalnets.samplers import GuessAndCheck, sample
+from typicalnets.samplers.smc import SequentialMonteCarlo, sample_smc
+from typicalnets.teachers import make_task, narrow_teacher
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    arch = FCN(in_dim=2, hidden=(2,), activation="relu", bias=True)
+    cube = boolean_cube(2)
+    train = Dataset(cube[:3], torch.tensor([1, -1, 1], dtype=torch.int8))
+    everyone = enumerate_population(arch, Q3)
+    interpolates = everyone.mistakes(train.x, train.y) == 0
+    ids = function_ids(everyone[interpolates].predict(cube))
+    values, counts = np.unique(ids, return_counts=True)
+    return arch, cube, train, interpolates.double().mean().item(), dict(zip(values.tolist(), (counts / counts.sum()).tolist()))
+
+
+def test_smc_matches_exact_posterior_and_volume(tiny):
+    arch, cube, train, exact_rate, posterior = tiny
+    result = sample_smc(lambda: SequentialMonteCarlo(arch, Q3, train, particles=500, min_moves=10, min_accepted=3,
+                                                     target_unique=0.9),
+                        torch.Generator().manual_seed(0), 4000, repeats=8, progress=False)
+    assert result.count == 4000 and result.stop_reason == "count"
+    assert (result.population.mistakes(train.x, train.y) == 0).all()
+    ids = function_ids(result.population.predict(cube))
+    keys = sorted(posterior)
+    observed = np.array([(ids == k).sum() for k in keys], dtype=float)
+    assert observed.sum() == len(ids), "SMC returned a function that no interpolating setting computes"
+    expected = np.array([posterior[k] for k in keys]) * len(ids)
+    # Tolerance: chi-square at the 1% level (fixed seed). Particles of one run are correlated, so
+    # the moves run until 90% of them are distinct and each moved 3 times on average.
+    assert chisquare(observed, expected).pvalue > 0.01
+    low, high = result.log_prob_interpolate_ci
+    # Tolerance: the t-interval over 8 independent runs must cover the exact ln P(L_S = 0).
+    assert low <= math.log(exact_rate) <= high
+
+
+@pytest.fixture(scope="module")
+def teacher_task():
+    gen = torch.Generator().manual_seed(3)
+    teacher = narrow_teacher(FCN(4, (2,)), Q3, gen)
+    return make_task(teacher, 10, 3000, gen)
+
+
+def test_smc_agrees_with_guess_and_check(teacher_task):
+    arch = FCN(4, (8,))
+    gen = torch.Generator().manual_seed(1)
+    smc = sample_smc(lambda: SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4,
+                     progress=False)
+    gc = sample(GuessAndCheck(arch, Q3, teacher_task.train), gen, 400, max_draws=10**8, progress=False)
+    smc_low, smc_high = smc.log_prob_interpolate_ci
+    gc_low, gc_high = gc.log_prob_interpolate_ci
+    # Tolerance: the two 95% intervals for ln P(L_S = 0) must overlap.
+    assert smc_low <= gc_high and gc_low <= smc_high
+    smc_err = smc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
+    gc_err = gc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
+    # Tolerance: a two-sample KS test of the test errors must not reject at the 1% level.
+    assert ks_2samp(smc_err, gc_err).pvalue > 0.01
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(prior=st.sampled_from([Q3, Gaussian(1.0), Uniform(1.0)]), n=st.integers(1, 5), block=st.integers(1, 3),
+       seed=st.integers(0, 10**6))
+def test_every_smc_sample_has_zero_training_error(prior, n, block, seed):
+    gen = torch.Generator().manual_seed(seed)
+    arch = FCN(3, (4,))
+    x = torch.randn(n, 3, generator=gen)
+    y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
+    result = sample(SequentialMonteCarlo(arch, prior, Dataset(x, y), particles=64, block=block, max_moves=5), gen,
+                    64, progress=False)
+    if result.stop_reason == "degenerate":
+        assert result.count == 0 and result.log_prob_interpolate == -math.inf
+        return
+    assert result.count == 64
+    # Re-check in float64, one network at a time.
+    for i in range(result.count):
+        f = result.population[i].to(dtype=torch.float64).forward(x.double())[0]
+        assert (torch.sign(f).to(torch.int8) == y).all()
+    if isinstance(prior, Uniform):
+        values = torch.cat([v.flatten() for v in result.population.params.values()])
+        assert values.abs().max() <= 1.0
+
+
+def test_smc_degenerate_is_reported():
+    train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
+    result = sample(SequentialMonteCarlo(FCN(2, (2,)), Q3, train, particles=50), torch.Generator().manual_seed(0), 10,
+                    progress=False)
+    assert result.stop_reason == "degenerate" and result.count == 0
+    assert "no particle survived" in result.message() and "\n" not in result.message()
+
+
+def test_smc_time_budget_reports_no_estimate():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, generator=gen)
+    train = Dataset(x, torch.where(x[:, 0] > 0, 1, -1).to(torch.int8))
+    result = sample(SequentialMonteCarlo(FCN(3, (4,)), Q3, train, particles=200), gen, 10, time_limit=0.01,
+                    progress=False)
+    assert result.stop_reason == "time_limit" and result.count == 0
+    assert math.isnan(result.log_prob_interpolate) and "before the last example" in result.message()
