@@ -112,6 +112,8 @@ BAD_SAMPLE = {
     "missing file": (["--train", "{missing}"], "does not exist"),
     "corrupt file": (["--train", "{corrupt}"], "cannot read"),
     "unknown sampler": (["--sampler", "mcmc"], "unknown sampler"),
+    "smc count above particles": (["--sampler", "smc", "--count", "500", "--particles", "10", "--repeats", "2"],
+                                  "raise --particles"),
     "unknown option": (["--bogus"], "No such option"),
 }
 
@@ -220,3 +222,23 @@ def test_sample_lenet_with_each_engine(tmp_path, engine):
     population = Population.load(out / "population.pt")
     assert population.arch.name == "lenet" and population.arch.layer_widths == (2, 4, 30, 21)
     assert (np.load(out / "train_predictions.npy") == np.array([-1, 1, -1, 1])).all()
+
+
+def test_sample_smc_writes_the_contract(files, tmp_path):
+    out = tmp_path / "smc"
+    assert run_cli("sample", "--train", files / "train.npz", "--test", files / "test.npz", "--widths", "6",
+                   "--sampler", "smc", "--count", 30, "--particles", 100, "--repeats", 3, "--out", out,
+                   "--no-progress") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sampler"] == "smc" and summary["count"] == 30 and summary["repeats"] == 3
+    low, high = summary["log_prob_interpolate_ci"]
+    assert low <= summary["log_prob_interpolate"] <= high < 0
+    assert summary["acceptance_rate"] == pytest.approx(np.exp(summary["log_prob_interpolate"]))
+    table = pd.read_csv(out / "networks.csv")
+    assert len(table) == 30 and (table["train_error"] == 0).all() and "test_error" in table
+    assert np.load(out / "train_predictions.npy").shape == (30, 6)
+    assert np.load(out / "test_predictions.npy").shape == (30, 500)
+    diagnostics = pd.read_csv(out / "diagnostics.csv")
+    assert {"seen", "survival", "ess", "unique", "move_acceptance", "moves", "run"} <= set(diagnostics.columns)
+    assert len(diagnostics) == 3 * 6
+    assert len(Population.load(out / "population.pt")) == 30

@@ -6,6 +6,7 @@ directory left behind.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import tomllib
@@ -24,7 +25,7 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.experiments import RunConfig, run_experiment
 from typicalnets.nets import ARCH_NAMES, build_arch
 from typicalnets.priors import parse_prior
-from typicalnets.samplers import GuessAndCheck, sample as run_sampler
+from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc, sample as run_sampler
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import check_output_dir, staged_output, write_json
 
@@ -135,7 +136,7 @@ def sample_command(
     activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu",
     bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
     prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")] = "quantized:3",
-    sampler: Annotated[str, typer.Option(help="gc (Guess & Check) or sgd")] = "gc",
+    sampler: Annotated[str, typer.Option(help="gc (Guess & Check), smc (sequential Monte Carlo) or sgd")] = "gc",
     count: Annotated[int, typer.Option(help="networks to sample")] = 100,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n: Annotated[Optional[int], typer.Option(help="use only the first n training examples")] = None,
@@ -150,6 +151,10 @@ def sample_command(
     head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
     engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
     loss_bin: Annotated[Optional[str], typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")] = None,
+    particles: Annotated[int, typer.Option(help="smc: particles per run")] = 1000,
+    repeats: Annotated[int, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0))")] = 4,
+    block: Annotated[int, typer.Option(help="smc: training examples added per step")] = 1,
+    max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = 50,
     sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = "prior",
     sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = "logistic",
     sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
@@ -165,8 +170,8 @@ def sample_command(
     +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt.
     """
     check_output_dir(out, overwrite)
-    if sampler not in ("gc", "sgd"):
-        raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc or sgd")
+    if sampler not in ("gc", "smc", "sgd"):
+        raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc, smc or sgd")
     if device == "cuda" and not torch.cuda.is_available():
         raise TypicalnetsError("--device cuda but no CUDA device is available; use --device cpu")
     train_set = Dataset.load_npz(train)
@@ -198,6 +203,18 @@ def sample_command(
                        log_prob_interpolate=result.log_prob_interpolate,
                        log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
                        engine=gc.engine, loss_bin=list(bin_edges) if bin_edges else None)
+    elif sampler == "smc":
+        result = sample_smc(lambda: SequentialMonteCarlo(network, prior_obj, train_set, particles, block,
+                                                         max_moves=max_moves, device=device),
+                            rng, count, repeats, max_draws, time_limit, progress)
+        population = result.population
+        estimate, (log_low, log_high) = result.log_prob_interpolate, result.log_prob_interpolate_ci
+        summary.update(count=result.count, requested=count, draws=result.draws, stop_reason=result.stop_reason,
+                       acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
+                       acceptance_ci=[math.exp(log_low) if math.isfinite(log_low) else None,
+                                      math.exp(log_high) if math.isfinite(log_high) else None],
+                       log_prob_interpolate=estimate, log_prob_interpolate_ci=[log_low, log_high],
+                       particles=particles, repeats=repeats, block=block)
     else:
         result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
                            batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, device=device,
@@ -222,6 +239,8 @@ def sample_command(
             np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
             summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
         table.to_csv(staging / "networks.csv", index=False)
+        if sampler == "smc":
+            pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
         population.save(staging / "population.pt")
         write_json(staging / "summary.json", summary)
     console.print(result.message(), soft_wrap=True)

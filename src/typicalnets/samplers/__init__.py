@@ -2,5 +2,7 @@
 
 from typicalnets.samplers.base import SampleResult, Sampler, clopper_pearson, sample
 from typicalnets.samplers.gc import GCInfo, GCState, GuessAndCheck
+from typicalnets.samplers.smc import SequentialMonteCarlo, SMCInfo, SMCState, sample_smc
 
-__all__ = ["GCInfo", "GCState", "GuessAndCheck", "SampleResult", "Sampler", "clopper_pearson", "sample"]
+__all__ = ["GCInfo", "GCState", "GuessAndCheck", "SMCInfo", "SMCState", "SampleResult", "Sampler",
+           "SequentialMonteCarlo", "clopper_pearson", "sample", "sample_smc"]

@@ -64,6 +64,7 @@ class SampleResult:
     stop_reason: str  # "count", "max_draws", "time_limit" or "degenerate" (SMC: no particle survived)
     log_prob_estimate: float | None = None  # samplers that estimate ln P(L_S = 0) directly (SMC)
     log_prob_estimate_ci: tuple[float, float] | None = None
+    history: tuple = ()  # the Info of every step, in order
 
     @property
     def count(self) -> int:
@@ -136,6 +137,7 @@ def sample(
     start = time.perf_counter()
     state = sampler.init()
     stop_reason = "count"
+    history = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
                TimeElapsedColumn())
     count_progress = getattr(sampler, "progress", None)
@@ -152,7 +154,8 @@ def sample(
                 stop_reason = "time_limit"
                 break
             remaining = None if max_draws is None else max_draws - state.draws
-            state, _ = sampler.step(rng, state, remaining)
+            state, info = sampler.step(rng, state, remaining)
+            history.append(info)
             done, total = (count_progress(state)[:2] if count_progress else (min(len(state.accepted), count), count))
             bar.update(task, completed=done, total=total, draws=f"{state.draws:,}")
     return SampleResult(
@@ -166,4 +169,5 @@ def sample(
         # An SMC run stopped by a budget has no estimate for the whole training set.
         log_prob_estimate=(None if not hasattr(state, "log_prob")
                            else state.log_prob if stop_reason in ("count", "degenerate") else math.nan),
+        history=tuple(history),
     )

@@ -8,9 +8,12 @@ The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t co
    mass of the version space (its exponential is an unbiased estimate of P(L_S = 0));
 3. resamples N particles uniformly among the survivors (multinomial);
 4. rejuvenates with MCMC moves that leave pi_t invariant, until the particles are diverse enough:
-   - quantized priors: re-draw a few randomly chosen parameters from the prior; accept iff the
+   - quantized priors: re-draw k randomly chosen parameters from the prior; accept iff the
      network still classifies every example seen so far (the Metropolis-Hastings ratio of this
-     independent prior proposal under a flat prior times an indicator is the indicator itself);
+     independent prior proposal under a flat prior times an indicator is the indicator itself).
+     k adapts between sweeps (halved below 20% acceptance, doubled above 50%), and sweeps go on
+     until the accepted re-draws per particle reach ``refresh`` times the parameter count and
+     ``target_unique`` of the particles are distinct (at least ``min_moves``, at most ``max_moves``);
    - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010) with the
      indicator as likelihood, so every slice is the constraint set itself;
    - uniform priors U[-a, a]: the same in z-space, theta = a (2 Phi(z) - 1) with z ~ N(0, I),
@@ -54,6 +57,7 @@ class SMCState(NamedTuple):
 class SMCInfo(NamedTuple):
     seen: int  # examples incorporated after this step
     survival: float  # fraction of particles that classified the new block
+    ess: int  # effective sample size after reweighting (0/1 weights: the survivors)
     unique: int  # distinct particles after the moves
     move_acceptance: float  # mean acceptance of this step's MCMC moves
     moves: int  # MCMC sweeps this step
@@ -65,23 +69,25 @@ class SequentialMonteCarlo:
     name = "smc"
 
     def __init__(self, arch: Architecture, prior: Prior, train: Dataset, particles: int = DEFAULT_PARTICLES,
-                 block: int = 1, coordinates: int = 1, min_moves: int = 2, max_moves: int = 50,
-                 target_unique: float = 0.5, min_accepted: float = 1.0, device: torch.device | str = "cpu"):
+                 block: int = 1, coordinates: int | None = None, min_moves: int = 2, max_moves: int = 100,
+                 target_unique: float = 0.5, refresh: float = 1.0, device: torch.device | str = "cpu"):
         arch.check_input(train.x)
-        if particles < 2 or block < 1 or coordinates < 1 or not 0 <= min_moves <= max_moves:
+        if particles < 2 or block < 1 or (coordinates is not None and coordinates < 1) or \
+                not 0 <= min_moves <= max_moves:
             raise TypicalnetsError(
                 "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves"
             )
         if not isinstance(prior, (QuantizedUniform, Gaussian, Uniform)):
             raise TypicalnetsError(f"SMC has no move for prior {prior!r}; use quantized, uniform or gaussian")
         self.arch, self.prior, self.particles, self.block = arch, prior, int(particles), int(block)
-        self.coordinates, self.min_moves, self.max_moves = int(coordinates), int(min_moves), int(max_moves)
-        self.target_unique, self.min_accepted = target_unique, min_accepted
+        self.min_moves, self.max_moves = int(min_moves), int(max_moves)
+        self.target_unique, self.refresh = target_unique, refresh
         order = class_interleaved_order(train.y)
         self.x, self.y = train.x[order].to(device), train.y[order].to(device)
         self.shapes = arch.param_shapes()
         self.sizes = [math.prod(s) for s in self.shapes.values()]
         self.n_params = sum(self.sizes)
+        self.coordinates = int(coordinates) if coordinates else max(1, self.n_params // 50)
 
     # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
     def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
@@ -121,7 +127,7 @@ class SequentialMonteCarlo:
         draws += len(flat)
         survival = float(alive.double().mean())
         if survival == 0.0:
-            info = SMCInfo(seen, 0.0, 0, 0.0, 0)
+            info = SMCInfo(seen, 0.0, 0, 0, 0.0, 0)
             return state._replace(flat=flat, seen=seen, log_prob=-math.inf, draws=draws, degenerate=True), info
         # 2. The surviving fraction estimates P(block correct | earlier blocks correct).
         log_prob = state.log_prob + math.log(survival)
@@ -134,21 +140,28 @@ class SequentialMonteCarlo:
         draws += evaluations
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
-        info = SMCInfo(seen, survival, _unique(flat), acceptance, moves)
+        info = SMCInfo(seen, survival, len(survivors), _unique(flat), acceptance, moves)
         return SMCState(flat, seen, log_prob, draws, accepted, False), info
 
     def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int):
-        accepted_moves = torch.zeros(len(flat), device=flat.device)
+        refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
+        quantized = isinstance(self.prior, QuantizedUniform)
         while moves < self.max_moves:
-            if moves >= self.min_moves and float(accepted_moves.mean()) >= self.min_accepted and \
+            if moves >= self.min_moves and float(refreshed.mean()) >= self.refresh * self.n_params and \
                     _unique(flat) >= self.target_unique * len(flat):
                 break
-            if isinstance(self.prior, QuantizedUniform):
+            if quantized:
                 flat, moved, cost = self._coordinate_move(rng, flat, seen)
-            else:
+                refreshed += moved * self.coordinates
+                rate = float(moved.mean())
+                if rate < 0.2:
+                    self.coordinates = max(1, self.coordinates // 2)
+                elif rate > 0.5:
+                    self.coordinates = min(self.n_params, self.coordinates * 2)
+            else:  # an elliptical slice move refreshes every coordinate
                 flat, moved, cost = self._elliptical_slice(rng, flat, seen)
-            accepted_moves += moved
+                refreshed += moved * self.n_params
             total += float(moved.mean())
             moves += 1
             evaluations += cost
@@ -239,6 +252,7 @@ def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Gene
     population = Population.concat(pooled) if pooled else runs[0].population
     stop = "count" if complete else runs[-1].stop_reason
     estimate = sum(estimates) / len(estimates) if complete else runs[-1].log_prob_interpolate
+    history = tuple(info._asdict() | {"run": index} for index, r in enumerate(runs) for info in r.history)
     return replace(runs[-1], population=population, requested=count, accepted_total=len(population),
                    draws=sum(r.draws for r in runs), seconds=time.perf_counter() - start, stop_reason=stop,
-                   log_prob_estimate=estimate, log_prob_estimate_ci=interval)
+                   log_prob_estimate=estimate, log_prob_estimate_ci=interval, history=history)
