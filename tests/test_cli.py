@@ -242,3 +242,17 @@ def test_sample_smc_writes_the_contract(files, tmp_path):
     assert {"seen", "survival", "ess", "unique", "move_acceptance", "moves", "run"} <= set(diagnostics.columns)
     assert len(diagnostics) == 3 * 6
     assert len(Population.load(out / "population.pt")) == 30
+
+
+def test_run_falls_back_to_smc_when_guess_and_check_runs_out(tmp_path):
+    out = tmp_path / "fallback"
+    assert run_cli("run", "--n", "2,48", "--count", "10", "--in-dim", "3", "--student-widths", "4", "--n-test", "200",
+                   "--methods", "gc:fcn,smc:sfcn", "--max-draws", "3000", "--smc-particles", "50",
+                   "--smc-repeats", "2", "--out", out, "--no-progress") == 0
+    rows = pd.read_csv(out / "results.csv")
+    cells = pd.read_csv(out / "cells.csv").set_index(["method", "n"])
+    assert cells.loc[("gc:fcn", 2), "sampler"] == "gc"  # cheap: G&C finishes within 3,000 draws
+    assert cells.loc[("gc:fcn", 48), "sampler"] == "smc"  # out of budget: SMC takes over
+    assert (rows.loc[rows["method"] == "smc:sfcn", "sampler"] == "smc").all()
+    assert len(rows) == 2 * 2 * 10 and (rows["train_error"] == 0).all()
+    assert cells["log_prob_interpolate"].lt(0).all()

@@ -4,8 +4,10 @@ A *cell* is one (method, n, seed): it is a pure function of the config and those
 (the task, the teacher and the sampler's random stream are all derived from them), so cells can be
 re-run, resumed or farmed out anywhere and give the same rows.
 
-Methods are ``SAMPLER:STUDENT`` with SAMPLER ``gc`` (Guess & Check) or ``sgd``, and STUDENT
-``fcn`` (vanilla) or ``sfcn`` (scaled-neuron). One vanilla FCN teacher of ``teacher_widths``
+Methods are ``SAMPLER:STUDENT`` with SAMPLER ``gc`` (Guess & Check), ``smc`` (sequential Monte
+Carlo) or ``sgd``, and STUDENT ``fcn`` (vanilla) or ``sfcn`` (scaled-neuron). With ``smc_fallback``
+(the default) a G&C cell whose draw or time budget runs out before ``count`` networks is re-run by
+SMC; its rows then say ``sampler = smc``. One vanilla FCN teacher of ``teacher_widths``
 labels the data for every method, so all methods see the same tasks.
 """
 
@@ -28,12 +30,12 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Population
 from typicalnets.priors import Prior, parse_prior
 from typicalnets.report import error_quantiles, plot_error_vs_n
-from typicalnets.samplers import GuessAndCheck, sample
+from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json
 from typicalnets.teachers import Task, check_narrower, make_task, narrow_teacher
 
-SAMPLERS = ("gc", "sgd")
+SAMPLERS = ("gc", "smc", "sgd")
 STUDENTS = ("fcn", "sfcn")
 
 
@@ -68,6 +70,9 @@ class RunConfig(BaseModel):
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
     time_limit: float = Field(300.0, gt=0, description="G&C time budget per cell, seconds")
     batch_size: int = Field(16_384, ge=1, description="G&C networks per batch")
+    smc_fallback: bool = Field(True, description="re-run by SMC the G&C cells that run out of budget")
+    smc_particles: int = Field(1000, ge=2, description="SMC particles per run")
+    smc_repeats: int = Field(4, ge=1, description="independent SMC runs per cell (>= 2 gives an interval)")
     sgd_init: Literal["prior", "standard"] = "prior"
     sgd_loss: Literal["logistic", "hinge"] = "logistic"
     sgd_lr: float = Field(0.1, gt=0)
@@ -162,14 +167,24 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
     rng = torch.Generator().manual_seed(derived_seed("cell", seed, method, n))
     label = f"{method} n={n} seed={seed}"
     summary: dict[str, Any] = {"method": method, "n": n, "seed": seed, "arch": arch.describe()}
-    if sampler == "gc":
-        result = sample(GuessAndCheck(arch, config.prior_obj, train, config.batch_size), rng, config.count,
-                        config.max_draws, config.time_limit, progress, label)
+    if sampler in ("gc", "smc"):
+        result = None
+        if sampler == "gc":
+            result = sample(GuessAndCheck(arch, config.prior_obj, train, config.batch_size), rng, config.count,
+                            config.max_draws, config.time_limit, progress, label)
+        if sampler == "smc" or (result.count < config.count and config.smc_fallback):
+            sampler = "smc"
+            result = sample_smc(lambda: SequentialMonteCarlo(arch, config.prior_obj, train, config.smc_particles),
+                                rng, config.count, config.smc_repeats, progress=progress)
         population, draws = result.population, result.draws
-        low, high = result.acceptance_ci
-        summary.update(networks=result.count, draws=result.draws, acceptance_rate=result.acceptance_rate,
-                       acceptance_ci_low=low, acceptance_ci_high=high, stop_reason=result.stop_reason,
-                       seconds=result.seconds, message=result.message())
+        log_low, log_high = result.log_prob_interpolate_ci
+        summary.update(sampler=sampler, networks=result.count, draws=result.draws,
+                       log_prob_interpolate=result.log_prob_interpolate, log_prob_ci_low=log_low,
+                       log_prob_ci_high=log_high, stop_reason=result.stop_reason, seconds=result.seconds,
+                       message=result.message())
+        if sampler == "gc":
+            low, high = result.acceptance_ci
+            summary.update(acceptance_rate=result.acceptance_rate, acceptance_ci_low=low, acceptance_ci_high=high)
         converged = [True] * len(population)
         steps = [0] * len(population)
     else:
