@@ -256,3 +256,20 @@ def test_run_falls_back_to_smc_when_guess_and_check_runs_out(tmp_path):
     assert (rows.loc[rows["method"] == "smc:sfcn", "sampler"] == "smc").all()
     assert len(rows) == 2 * 2 * 10 and (rows["train_error"] == 0).all()
     assert cells["log_prob_interpolate"].lt(0).all()
+
+
+def test_run_with_an_explicit_teacher(tmp_path):
+    teacher = Population.draw(FCN(3, (1,)), QuantizedUniform.evenly_spaced(3), 1, torch.Generator().manual_seed(4))
+    teacher.params["w2"][:] = 1.0  # make sure the teacher is not constant
+    teacher.params["w1"][0, 0] = torch.tensor([1.0, -1.0, 0.0])
+    teacher.save(tmp_path / "teacher.pt")
+    out = tmp_path / "explicit"
+    assert run_cli("run", "--teacher", tmp_path / "teacher.pt", "--in-dim", "3", "--student-widths", "4", "--n", "4",
+                   "--count", "5", "--n-test", "100", "--methods", "gc:fcn", "--out", out, "--no-progress") == 0
+    saved = Population.load(out / "teacher-seed0.pt")
+    assert all(torch.equal(saved.params[k], teacher.params[k]) for k in teacher.params)
+    wide = Population.draw(FCN(3, (9,)), QuantizedUniform.evenly_spaced(3), 1, torch.Generator().manual_seed(4))
+    wide.save(tmp_path / "wide.pt")
+    assert run_cli("run", "--teacher", tmp_path / "wide.pt", "--in-dim", "3", "--student-widths", "4",
+                   "--out", tmp_path / "refused", "--no-progress") == 2
+    assert not (tmp_path / "refused").exists()

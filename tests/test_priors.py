@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -287,5 +289,5 @@ def test_prior_from_dict_validates_values():
 def test_priors_are_hashable_and_frozen():
     prior = QuantizedUniform.evenly_spaced(3)
     assert hash(prior) == hash(QuantizedUniform((-1, 0, 1)))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         prior.levels = (0.0, 1.0)  # type: ignore[misc]

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.experiments import RunConfig, run_experiment
+from typicalnets.experiments import RunConfig, load_teacher, run_experiment
 from typicalnets.nets import ARCH_NAMES, build_arch
 from typicalnets.priors import parse_prior
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc, sample as run_sampler
@@ -90,6 +90,7 @@ def run(
     input: Annotated[str, _opt("input", "input distribution: gaussian, uniform or boolean")] = DEFAULTS.input,
     in_dim: Annotated[int, _opt("in_dim")] = DEFAULTS.in_dim,
     teacher_widths: Annotated[str, _opt("teacher_widths")] = _csv(DEFAULTS.teacher_widths),
+    teacher: Annotated[str, _opt("teacher")] = DEFAULTS.teacher,
     student_widths: Annotated[str, _opt("student_widths")] = _csv(DEFAULTS.student_widths),
     activation: Annotated[str, _opt("activation", "relu, sign, leaky-relu or tanh")] = DEFAULTS.activation,
     bias: Annotated[bool, _opt("bias", "biases in every layer")] = DEFAULTS.bias,
@@ -125,6 +126,8 @@ def run(
     settings = RunConfig.build(values)
     out = out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     check_output_dir(out, overwrite)
+    if settings.teacher:
+        load_teacher(settings)  # a bad teacher file fails here, before any work
     run_experiment(settings, out, overwrite, progress, console)
 
 

@@ -8,7 +8,7 @@ Methods are ``SAMPLER:STUDENT`` with SAMPLER ``gc`` (Guess & Check), ``smc`` (se
 Carlo) or ``sgd``, and STUDENT ``fcn`` (vanilla) or ``sfcn`` (scaled-neuron). With ``smc_fallback``
 (the default) a G&C cell whose draw or time budget runs out before ``count`` networks is re-run by
 SMC; its rows then say ``sampler = smc``. One vanilla FCN teacher of ``teacher_widths``
-labels the data for every method, so all methods see the same tasks.
+(or the saved network ``teacher``) labels the data for every method, so all methods see the same tasks.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 from rich.table import Table
 
-from typicalnets.data import INPUT_KINDS
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Population
 from typicalnets.priors import Prior, parse_prior
@@ -57,6 +56,7 @@ class RunConfig(BaseModel):
     input: Literal["gaussian", "uniform", "boolean"] = Field("gaussian", description="input distribution")
     in_dim: int = Field(4, ge=1, description="input dimension d")
     teacher_widths: list[int] = Field([2], description="hidden widths of the narrow teacher")
+    teacher: str = Field("", description="saved teacher population (.pt, one network) used instead of a drawn one")
     student_widths: list[int] = Field([16], description="hidden widths of the students")
     activation: Literal["relu", "sign", "leaky-relu", "tanh"] = "relu"
     bias: bool = True
@@ -109,7 +109,8 @@ class RunConfig(BaseModel):
                 raise ValueError(f"{name} is empty; give at least one value")
         if any(w < 1 for w in self.teacher_widths + self.student_widths) or any(k < 1 for k in self.n):
             raise ValueError("widths and n must be positive integers")
-        check_narrower(self.teacher_arch(), self.student_arch("fcn"))
+        if not self.teacher:
+            check_narrower(self.teacher_arch(), self.student_arch("fcn"))
         return self
 
     @classmethod
@@ -144,10 +145,26 @@ def derived_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def load_teacher(config: RunConfig) -> Population:
+    """The explicit teacher of ``config.teacher``: one network whose inputs match ``in_dim``."""
+    teacher = Population.load(config.teacher)
+    if len(teacher) != 1 or teacher.arch.input_shape != (config.in_dim,):
+        raise TypicalnetsError(
+            f"teacher {config.teacher} holds {len(teacher)} network(s) with inputs {teacher.arch.input_shape}; "
+            f"give one network with inputs ({config.in_dim},) or change --in-dim"
+        )
+    if isinstance(teacher.arch, FCN):
+        check_narrower(teacher.arch, config.student_arch("fcn"))
+    return teacher
+
+
 def build_task(config: RunConfig, seed: int) -> Task:
     """The seed's teacher and data: train on the first n of a pool of max(n) examples."""
     gen = torch.Generator().manual_seed(derived_seed("task", seed))
-    teacher = narrow_teacher(config.teacher_arch(), config.prior_obj, gen, config.input, config.max_majority)
+    if config.teacher:
+        teacher = load_teacher(config)
+    else:
+        teacher = narrow_teacher(config.teacher_arch(), config.prior_obj, gen, config.input, config.max_majority)
     return make_task(teacher, max(config.n), config.n_test, gen, config.input, config.label_noise)
 
 

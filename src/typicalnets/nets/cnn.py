@@ -128,7 +128,7 @@ class CNN(Architecture):
         act = ACTIVATIONS[self.activation]
         m = params["w1"].shape[0]
         h = x.to(params["w1"].dtype)
-        for layer, (k, s, p) in enumerate(zip(self.kernel_size, self.stride, self.pool), start=1):
+        for layer, (s, p) in enumerate(zip(self.stride, self.pool), start=1):
             w = params[f"w{layer}"]
             # (M, c_out, c_in, k..) -> (M * c_out, c_in, k..): the first layer sees the shared input,
             # later layers one group of c_in channels per network.
