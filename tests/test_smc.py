@@ -107,6 +107,14 @@ def test_smc_degenerate_is_reported():
     assert "no particle survived" in result.message() and "\n" not in result.message()
 
 
+def test_single_smc_run_has_an_estimate_but_no_interval(teacher_task):
+    result = sample(SequentialMonteCarlo(FCN(4, (6,)), Q3, teacher_task.train, particles=100),
+                    torch.Generator().manual_seed(2), 50, progress=False)
+    assert result.count == 50 and math.isfinite(result.log_prob_interpolate)
+    assert all(math.isnan(v) for v in result.log_prob_interpolate_ci)
+    assert "--repeats >= 2" in result.message()
+
+
 def test_smc_time_budget_reports_no_estimate():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, generator=gen)

@@ -88,8 +88,8 @@ class SampleResult:
 
     @property
     def log_prob_interpolate_ci(self) -> tuple[float, float]:
-        if self.log_prob_estimate_ci is not None:
-            return self.log_prob_estimate_ci
+        if self.log_prob_estimate is not None:  # one run of an estimating sampler has no interval
+            return self.log_prob_estimate_ci or (math.nan, math.nan)
         low, high = self.acceptance_ci
         return (math.log(low) if low > 0 else -math.inf), math.log(high)
 

@@ -1,0 +1,69 @@
+"""SMC against Guess & Check where G&C is feasible: volume intervals and test-error distributions.
+
+    python benchmarks/smc_validation.py            # table
+    python benchmarks/smc_validation.py --json     # one JSON object per line
+
+Task: Gaussian inputs in d = 4 labelled by a narrow FCN teacher of width 2 (weights in {-1, 0, 1});
+student FCN 4-8-1 with the same prior. For each n, G&C draws --count interpolators and SMC
+--repeats runs of --particles particles. A row passes when the two 95% intervals for
+ln P(L_S = 0) overlap and a two-sample KS test of the samples' test errors does not reject at 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from scipy.stats import ks_2samp
+
+from typicalnets.nets import FCN
+from typicalnets.priors import QuantizedUniform
+from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
+from typicalnets.teachers import make_task, narrow_teacher
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", default="4,8,12,16")
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--particles", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    prior = QuantizedUniform.evenly_spaced(3)
+    gen = torch.Generator().manual_seed(args.seed)
+    teacher = narrow_teacher(FCN(4, (2,)), prior, gen)
+    sizes = [int(v) for v in args.n.split(",")]
+    task = make_task(teacher, max(sizes), 10_000, gen)
+    student = FCN(4, (8,))
+    if not args.json:
+        print(f"{'n':>3} {'G&C ln P (95% CI)':>28} {'SMC ln P (95% CI)':>28} {'overlap':>8} {'KS p':>7} "
+              f"{'G&C s':>6} {'SMC s':>6}")
+    failures = 0
+    for n in sizes:
+        train = task.train.head(n)
+        gc = sample(GuessAndCheck(student, prior, train), gen, args.count, max_draws=10**9, progress=False)
+        smc = sample_smc(lambda: SequentialMonteCarlo(student, prior, train, args.particles), gen, args.count,
+                         args.repeats, progress=False)
+        gc_ci, smc_ci = gc.log_prob_interpolate_ci, smc.log_prob_interpolate_ci
+        overlap = smc_ci[0] <= gc_ci[1] and gc_ci[0] <= smc_ci[1]
+        ks = ks_2samp(gc.population.errors(task.test.x, task.test.y).numpy(),
+                      smc.population.errors(task.test.x, task.test.y).numpy()).pvalue
+        failures += (not overlap) + (ks <= 0.01)
+        row = {"n": n, "gc_log_prob": gc.log_prob_interpolate, "gc_ci": list(gc_ci),
+               "smc_log_prob": smc.log_prob_interpolate, "smc_ci": list(smc_ci), "overlap": overlap, "ks_p": ks,
+               "gc_seconds": gc.seconds, "smc_seconds": smc.seconds}
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(f"{n:>3} {gc.log_prob_interpolate:>8.3f} ({gc_ci[0]:.3f}, {gc_ci[1]:.3f})"
+                  f" {smc.log_prob_interpolate:>8.3f} ({smc_ci[0]:.3f}, {smc_ci[1]:.3f}) {str(overlap):>8}"
+                  f" {ks:>7.3f} {gc.seconds:>6.1f} {smc.seconds:>6.1f}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
