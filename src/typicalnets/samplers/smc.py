@@ -37,8 +37,9 @@ from scipy.stats import t as student_t
 
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import certified_interpolates, class_interleaved_order
-from typicalnets.nets import Architecture, Population
+from typicalnets.fast import TIE, certified_interpolates, class_interleaved_order
+from typicalnets.nets import FCN, Architecture, Population
+from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.samplers.base import CONFIDENCE, SampleResult, sample
 
@@ -52,6 +53,7 @@ class SMCState(NamedTuple):
     draws: int  # network evaluations (on all seen examples) spent so far
     accepted: Population  # the final particles once every example is in, else empty
     degenerate: bool  # no particle survived a block: sampling failed
+    cache: "FCNCache | None" = None  # cached activations (one-hidden-layer FCNs with quantized priors)
 
 
 class SMCInfo(NamedTuple):
@@ -88,6 +90,9 @@ class SequentialMonteCarlo:
         self.sizes = [math.prod(s) for s in self.shapes.values()]
         self.n_params = sum(self.sizes)
         self.coordinates = int(coordinates) if coordinates else max(1, self.n_params // 50)
+        # One-hidden-layer FCNs with quantized priors cache activations: a move costs O(examples).
+        self.cached = isinstance(arch, FCN) and arch.depth == 2 and isinstance(prior, QuantizedUniform)
+        self.x64 = self.x.double()
 
     # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
     def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
@@ -99,11 +104,7 @@ class SequentialMonteCarlo:
         theta = flat
         if isinstance(self.prior, Uniform):
             theta = self.prior.a * torch.erf(flat / math.sqrt(2.0))  # a (2 Phi(z) - 1)
-        params, start = {}, 0
-        for (name, shape), size in zip(self.shapes.items(), self.sizes):
-            params[name] = theta[:, start : start + size].reshape(len(flat), *shape)
-            start += size
-        return Population(self.arch, self.prior, params)
+        return Population(self.arch, self.prior, _split(self.arch, theta))
 
     def _satisfies(self, flat: torch.Tensor, seen: int) -> torch.Tensor:
         """Does each particle classify examples 0..seen-1 correctly? (certified, f = 0 a mistake)."""
@@ -118,12 +119,18 @@ class SequentialMonteCarlo:
         return state.seen, len(self.y), "examples"
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
-        flat, draws = state.flat, state.draws
+        flat, draws, cache = state.flat, state.draws, state.cache
         if flat is None:
             flat, draws = self._draw(rng, self.particles), self.particles
+            cache = FCNCache.empty(self.arch, len(flat), len(self.y), flat.device) if self.cached else None
         seen = min(len(self.y), state.seen + self.block)
         # 1. Reweight: survivors classify the new block (and, by invariance, every earlier example).
-        alive = certified_interpolates(self._population(flat), self.x[state.seen : seen], self.y[state.seen : seen])
+        if cache is not None:
+            cache.extend(self.arch, flat, self.x64, state.seen, seen)
+            alive = cache.correct(self.y, state.seen, seen)
+        else:
+            alive = certified_interpolates(self._population(flat), self.x[state.seen : seen],
+                                           self.y[state.seen : seen])
         draws += len(flat)
         survival = float(alive.double().mean())
         if survival == 0.0:
@@ -135,15 +142,19 @@ class SequentialMonteCarlo:
         survivors = torch.nonzero(alive).flatten()
         pick = torch.randint(len(survivors), (self.particles,), generator=rng, device=rng.device).to(flat.device)
         flat = flat[survivors[pick]]
+        if cache is not None:
+            cache = cache.take(survivors[pick])
         # 4. Rejuvenate until diverse enough (or max_moves sweeps).
-        flat, acceptance, moves, evaluations = self._rejuvenate(rng, flat, seen)
+        flat, acceptance, moves, evaluations = self._rejuvenate(rng, flat, seen, cache)
         draws += evaluations
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
+        if done and cache is not None and not bool(certified_interpolates(accepted, self.x, self.y).all()):
+            raise RuntimeError("SMC's cached activations drifted from the parameters; please report this")
         info = SMCInfo(seen, survival, len(survivors), _unique(flat), acceptance, moves)
-        return SMCState(flat, seen, log_prob, draws, accepted, False), info
+        return SMCState(flat, seen, log_prob, draws, accepted, False, cache), info
 
-    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int):
+    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int, cache: "FCNCache | None" = None):
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
         quantized = isinstance(self.prior, QuantizedUniform)
@@ -151,7 +162,11 @@ class SequentialMonteCarlo:
             if moves >= self.min_moves and float(refreshed.mean()) >= self.refresh * self.n_params and \
                     _unique(flat) >= self.target_unique * len(flat):
                 break
-            if quantized:
+            if cache is not None:
+                flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
+                refreshed += moved
+                cost = len(flat)
+            elif quantized:
                 flat, moved, cost = self._coordinate_move(rng, flat, seen)
                 refreshed += moved * self.coordinates
                 rate = float(moved.mean())
@@ -209,6 +224,107 @@ class SequentialMonteCarlo:
                 shrink.numel(), generator=rng, device=rng.device).to(flat.device)
         moved = (~pending).float()
         return current, moved, evaluations
+
+
+class FCNCache:
+    """Hidden pre-activations Z (N, n, h), outputs F (N, n) and output scales S (N, n) = sum_j
+    |w2_j s_j h_j| + |b2| of one-hidden-layer FCN particles, in float64.
+
+    Rows for new examples are computed from the parameters; a one-parameter move then updates
+    one column of Z and F in O(examples). Decisions use the certified rule: correct iff
+    y f > TIE * scale (so exact ties are mistakes).
+    """
+
+    def __init__(self, z: torch.Tensor, f: torch.Tensor, scale: torch.Tensor):
+        self.z, self.f, self.scale = z, f, scale
+
+    @classmethod
+    def empty(cls, arch: FCN, particles: int, examples: int, device) -> "FCNCache":
+        z = torch.zeros(particles, examples, arch.hidden[0], dtype=torch.float64, device=device)
+        return cls(z, torch.zeros(particles, examples, dtype=torch.float64, device=device), torch.zeros_like(z[..., 0]))
+
+    @staticmethod
+    def layout(arch: FCN) -> dict[str, int]:
+        """Offsets of w1, b1, s1, w2, b2 in the flat parameter vector (-1 where absent)."""
+        offsets, start = {}, 0
+        for name, shape in arch.param_shapes().items():
+            offsets[name] = start
+            start += math.prod(shape)
+        return {k: offsets.get(k, -1) for k in ("w1", "b1", "s1", "w2", "b2")}
+
+    def extend(self, arch: FCN, flat: torch.Tensor, x: torch.Tensor, start: int, stop: int) -> None:
+        """Compute the rows of examples start..stop-1 from the parameters."""
+        params = {k: v.double() for k, v in _split(arch, flat).items()}
+        z = torch.matmul(x[start:stop], params["w1"].transpose(1, 2))
+        if arch.bias:
+            z = z + params["b1"].unsqueeze(1)
+        self.z[:, start:stop] = z
+        terms = self._terms(arch, params, z)
+        b2 = params["b2"][:, :1] if arch.bias else torch.zeros_like(terms[..., 0])
+        self.f[:, start:stop] = terms.sum(-1) + b2
+        self.scale[:, start:stop] = terms.abs().sum(-1) + b2.abs()
+
+    @staticmethod
+    def _terms(arch: FCN, params, z):
+        h = ACTIVATIONS[arch.activation](z)
+        if arch.scaled:
+            h = h * params["s1"].unsqueeze(1)
+        return h * params["w2"][:, 0].unsqueeze(1)
+
+    def correct(self, y: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        margin = y[start:stop].double() * self.f[:, start:stop]
+        return (margin > TIE * self.scale[:, start:stop]).all(dim=1)
+
+    def take(self, index: torch.Tensor) -> "FCNCache":
+        return FCNCache(self.z[index], self.f[index], self.scale[index])
+
+    def coordinate_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
+                        x: torch.Tensor, y: torch.Tensor, seen: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-draw one random parameter of each particle from the prior; keep it iff every seen example
+        stays correct. Costs O(N * seen). Returns the new parameters and 1.0 where a move was kept."""
+        count, width, dim = len(flat), arch.hidden[0], arch.in_dim
+        at = self.layout(arch)
+        rows = torch.arange(count, device=flat.device)
+        c = torch.randint(flat.shape[1], (count,), generator=rng, device=rng.device).to(flat.device)
+        new = prior.sample((count,), rng).to(flat.device).double()
+        delta = new - flat[rows, c].double()
+        in_w1 = c < at["b1"] if arch.bias else c < at["w2"] - (width if arch.scaled else 0)
+        in_b1 = (c >= at["b1"]) & (c < at["b1"] + width) if arch.bias else torch.zeros_like(in_w1)
+        in_s1 = (c >= at["s1"]) & (c < at["s1"] + width) if arch.scaled else torch.zeros_like(in_w1)
+        in_w2 = (c >= at["w2"]) & (c < at["w2"] + width)
+        in_b2 = (c == at["b2"]) if arch.bias else torch.zeros_like(in_w1)
+        unit = torch.where(in_w1, c // dim, torch.where(in_b1, c - at["b1"], torch.where(
+            in_s1, c - at["s1"], torch.where(in_w2, c - at["w2"], torch.zeros_like(c)))))
+        feature = torch.where(in_w1, c % dim, torch.zeros_like(c))
+        z_old = self.z[rows, :seen, unit]  # (N, seen)
+        step = torch.where(in_w1.unsqueeze(1), x[:seen, feature].T, torch.ones_like(z_old))
+        z_new = z_old + (delta * (in_w1 | in_b1)).unsqueeze(1) * step
+        scale_j = flat[rows, at["s1"] + unit].double() if arch.scaled else torch.ones_like(delta)
+        w2_j = flat[rows, at["w2"] + unit].double()
+        act = ACTIVATIONS[arch.activation]
+        old_term = (w2_j * scale_j).unsqueeze(1) * act(z_old)
+        new_term = (torch.where(in_w2, new, w2_j) * torch.where(in_s1, new, scale_j)).unsqueeze(1) * act(z_new)
+        b2 = flat[:, at["b2"]].double() if arch.bias else torch.zeros_like(delta)
+        b2_new = torch.where(in_b2, new, b2)
+        f_new = self.f[:, :seen] + new_term - old_term + (b2_new - b2).unsqueeze(1)
+        scale_new = self.scale[:, :seen] + new_term.abs() - old_term.abs() + (b2_new.abs() - b2.abs()).unsqueeze(1)
+        keep = (y[:seen].double() * f_new > TIE * scale_new).all(dim=1)
+        kept = rows[keep]
+        flat = flat.clone()
+        flat[kept, c[keep]] = new[keep].to(flat.dtype)
+        self.z[kept, :seen, unit[keep]] = z_new[keep]
+        self.f[kept, :seen] = f_new[keep]
+        self.scale[kept, :seen] = scale_new[keep]
+        return flat, keep.double()
+
+
+def _split(arch: Architecture, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    params, start = {}, 0
+    for name, shape in arch.param_shapes().items():
+        size = math.prod(shape)
+        params[name] = flat[:, start : start + size].reshape(len(flat), *shape)
+        start += size
+    return params
 
 
 def _unique(flat: torch.Tensor) -> int:
