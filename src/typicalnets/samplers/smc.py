@@ -163,8 +163,20 @@ class SequentialMonteCarlo:
                     _unique(flat) >= self.target_unique * len(flat):
                 break
             if cache is not None:
-                flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
+                # Alternate single-parameter moves (any parameter) with moves of k input weights of one
+                # hidden unit; k adapts like the uncached block size.
+                if moves % 2 == 0:
+                    flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
+                else:
+                    flat, moved = cache.unit_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen,
+                                                  self.coordinates)
+                    rate = float((moved > 0).double().mean())
+                    if rate < 0.2:
+                        self.coordinates = max(1, self.coordinates // 2)
+                    elif rate > 0.5:
+                        self.coordinates = min(self.arch.in_dim, self.coordinates * 2)
                 refreshed += moved
+                moved = (moved > 0).double()
                 cost = len(flat)
             elif quantized:
                 flat, moved, cost = self._coordinate_move(rng, flat, seen)
@@ -316,6 +328,38 @@ class FCNCache:
         self.f[kept, :seen] = f_new[keep]
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double()
+
+
+    def unit_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
+                  x: torch.Tensor, y: torch.Tensor, seen: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-draw ``k`` distinct input weights of one random hidden unit of each particle from the prior;
+        keep them iff every seen example stays correct. Costs O(N * seen * k)."""
+        count, width, dim = len(flat), arch.hidden[0], arch.in_dim
+        k = min(k, dim)
+        at = self.layout(arch)
+        rows = torch.arange(count, device=flat.device)
+        unit = torch.randint(width, (count,), generator=rng, device=rng.device).to(flat.device)
+        inputs = torch.rand(count, dim, generator=rng, device=rng.device).argsort(dim=1)[:, :k].to(flat.device)
+        cols = at["w1"] + unit.unsqueeze(1) * dim + inputs  # (N, k)
+        new = prior.sample((count, k), rng).to(flat.device).double()
+        delta = new - flat.gather(1, cols).double()
+        z_old = self.z[rows, :seen, unit]
+        z_new = z_old + torch.einsum("nk,tnk->nt", delta, x[:seen][:, inputs])
+        scale_j = flat[rows, at["s1"] + unit].double() if arch.scaled else torch.ones(count, dtype=torch.float64,
+                                                                                         device=flat.device)
+        weight = (flat[rows, at["w2"] + unit].double() * scale_j).unsqueeze(1)
+        act = ACTIVATIONS[arch.activation]
+        old_term, new_term = weight * act(z_old), weight * act(z_new)
+        f_new = self.f[:, :seen] + new_term - old_term
+        scale_new = self.scale[:, :seen] + new_term.abs() - old_term.abs()
+        keep = (y[:seen].double() * f_new > TIE * scale_new).all(dim=1)
+        kept = rows[keep]
+        flat = flat.clone()
+        flat[kept.unsqueeze(1), cols[keep]] = new[keep].to(flat.dtype)
+        self.z[kept, :seen, unit[keep]] = z_new[keep]
+        self.f[kept, :seen] = f_new[keep]
+        self.scale[kept, :seen] = scale_new[keep]
+        return flat, keep.double() * k
 
 
 def _split(arch: Architecture, flat: torch.Tensor) -> dict[str, torch.Tensor]:
