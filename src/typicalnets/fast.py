@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -337,8 +338,6 @@ class NativeEngine:
     """
 
     def __init__(self, kernel, arch: Architecture, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN):
-        import numpy as np
-
         self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
         order = class_interleaved_order(train.y)
         self.x = np.ascontiguousarray(train.x[order].numpy(), dtype=np.float32)
@@ -358,8 +357,6 @@ class NativeEngine:
 
     def check(self, key: int, count: int):
         """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key``, and examples evaluated."""
-        import numpy as np
-
         status = np.empty(count, dtype=np.int8)
         kind, a, levels, q = self.prior_args
         common = (kind, a, levels.ctypes.data, q, key, 0, count, self.margin, status.ctypes.data)
@@ -377,8 +374,6 @@ class NativeEngine:
 
     def draw(self, key: int, ids) -> Population:
         """The parameters of networks ``ids`` of stream ``key`` as a population (in the order of ``ids``)."""
-        import numpy as np
-
         kind, a, levels, q = self.prior_args
         flat = np.empty((len(ids), self.n_params), dtype=np.float32)
         for row, network in enumerate(ids):
