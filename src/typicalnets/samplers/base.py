@@ -4,6 +4,8 @@ Modelled on BlackJAX: a sampler is an object with ``init(...) -> State`` and
 ``step(rng, state) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples. Every State has
 ``accepted`` (a Population of the samples so far) and ``draws`` (prior draws spent), so one driver,
 ``sample``, can run any sampler until it holds ``count`` samples or a draw or time budget runs out.
+A sampler may also offer ``progress(state) -> (done, total)`` for the progress bar (SMC counts
+examples), and a State may say ``degenerate`` to stop the run.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def sample(
             remaining = None if max_draws is None else max_draws - state.draws
             state, info = sampler.step(rng, state, remaining)
             history.append(info)
-            done, total = (count_progress(state)[:2] if count_progress else (min(len(state.accepted), count), count))
+            done, total = count_progress(state) if count_progress else (min(len(state.accepted), count), count)
             bar.update(task, completed=done, total=total, draws=f"{state.draws:,}")
     return SampleResult(
         sampler=sampler.name,

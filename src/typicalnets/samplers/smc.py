@@ -115,8 +115,9 @@ class SequentialMonteCarlo:
     def init(self) -> SMCState:
         return SMCState(None, 0, 0.0, 0, Population.empty(self.arch, self.prior, device=self.x.device), False)
 
-    def progress(self, state: SMCState) -> tuple[int, int, str]:
-        return state.seen, len(self.y), "examples"
+    def progress(self, state: SMCState) -> tuple[int, int]:
+        """(examples incorporated, training examples): what the driver's progress bar shows."""
+        return state.seen, len(self.y)
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
         flat, draws, cache = state.flat, state.draws, state.cache
