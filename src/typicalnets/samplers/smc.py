@@ -294,11 +294,18 @@ class FCNCache:
     def coordinate_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
                         x: torch.Tensor, y: torch.Tensor, seen: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-draw one random parameter of each particle from the prior; keep it iff every seen example
-        stays correct. Costs O(N * seen). Returns the new parameters and 1.0 where a move was kept."""
+        stays correct (a Metropolis-Hastings move whose ratio is the indicator). Costs O(N * seen).
+        Returns the new parameters and 1.0 where a move was kept."""
         count, width, dim = len(flat), arch.hidden[0], arch.in_dim
         at = self.layout(arch)
         rows = torch.arange(count, device=flat.device)
-        c = torch.randint(flat.shape[1], (count,), generator=rng, device=rng.device).to(flat.device)
+        # Half the moves pick among the parameters after w1 (biases, scales, readout), which change the
+        # function most; the choice does not depend on the state, so each move stays valid.
+        first_tail = width * dim
+        anywhere = torch.randint(flat.shape[1], (count,), generator=rng, device=rng.device)
+        tail = first_tail + torch.randint(flat.shape[1] - first_tail, (count,), generator=rng, device=rng.device)
+        pick_tail = torch.rand(count, generator=rng, device=rng.device) < 0.5
+        c = torch.where(pick_tail, tail, anywhere).to(flat.device)
         new = prior.sample((count,), rng).to(flat.device).double()
         delta = new - flat[rows, c].double()
         in_w1 = c < at["b1"] if arch.bias else c < at["w2"] - (width if arch.scaled else 0)
