@@ -42,6 +42,7 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Architecture, DiagonalLinear, LeNet, Population
 from typicalnets.nets.base import ACTIVATIONS
+from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 
 DEFAULT_MARGIN = 1e-4
@@ -124,6 +125,7 @@ class FastChecker:
         self.x = train.x[order].to(device)
         self.y = train.y[order].to(device)
         self.blocks = _blocks(train.n) if early_rejection else [(0, train.n)]
+        self.widest = self._widest_activation()
 
     def check(self, population: Population) -> tuple[torch.Tensor, CheckStats]:
         """(accepted mask over ``population``, statistics) -- the straightforward verdict, sooner."""
@@ -136,7 +138,7 @@ class FastChecker:
                 break
             x, y = self.x[start:stop], self.y[start:stop]
             budget = ACTIVATION_BUDGET.get(self.x.device.type, ACTIVATION_BUDGET["cpu"])
-            chunk = max(1, budget // (self._widest_activation() * (stop - start)))
+            chunk = max(1, budget // (self.widest * (stop - start)))
             keep_parts = []
             for begin in range(0, alive.numel(), chunk):
                 members = alive[begin : begin + chunk]
@@ -379,12 +381,8 @@ class NativeEngine:
         for row, network in enumerate(ids):
             self.kernel.tn_draw(key, int(network), 1, self.n_params, kind, a, levels.ctypes.data, q,
                                 flat[row].ctypes.data)
-        tensor, params, start = torch.from_numpy(flat), {}, 0
-        for name, shape in self.arch.param_shapes().items():
-            size = math.prod(shape)
-            block = tensor[:, start : start + size]
-            if name in self.transposed:
-                block = block.reshape(len(ids), shape[1], shape[0]).transpose(1, 2)
-            params[name] = block.reshape(len(ids), *shape).contiguous()
-            start += size
-        return Population(self.arch, self.prior, params)
+        params = split_flat(self.arch, torch.from_numpy(flat))
+        for name in self.transposed:  # the stream filled these column by column
+            rows, columns = params[name].shape[1:]
+            params[name] = params[name].reshape(len(ids), columns, rows).transpose(1, 2)
+        return Population(self.arch, self.prior, {k: v.contiguous() for k, v in params.items()})

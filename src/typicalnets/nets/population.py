@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from pathlib import Path
@@ -17,6 +18,16 @@ FORMAT = "typicalnets.population"
 FORMAT_VERSION = 1
 # Networks and examples per forward chunk: at most ~1M (network, example) pairs live at once.
 DEFAULT_CHUNK = 1024
+
+
+def split_flat(arch: Architecture, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Views of a (M, P) tensor, one row of all P parameters per network, as named (M, *shape) tensors."""
+    params, start = {}, 0
+    for name, shape in arch.param_shapes().items():
+        size = math.prod(shape)
+        params[name] = flat[:, start : start + size].reshape(len(flat), *shape)
+        start += size
+    return params
 
 
 class Population:

@@ -40,6 +40,7 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.fast import TIE, certified_interpolates, class_interleaved_order
 from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
+from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.samplers.base import CONFIDENCE, SampleResult, sample
 
@@ -86,9 +87,7 @@ class SequentialMonteCarlo:
         self.target_unique, self.refresh = target_unique, refresh
         order = class_interleaved_order(train.y)
         self.x, self.y = train.x[order].to(device), train.y[order].to(device)
-        self.shapes = arch.param_shapes()
-        self.sizes = [math.prod(s) for s in self.shapes.values()]
-        self.n_params = sum(self.sizes)
+        self.n_params = arch.num_params()
         self.coordinates = int(coordinates) if coordinates else max(1, self.n_params // 50)
         # One-hidden-layer FCNs with quantized priors cache activations: a move costs O(examples).
         self.cached = isinstance(arch, FCN) and arch.depth == 2 and isinstance(prior, QuantizedUniform)
@@ -104,7 +103,7 @@ class SequentialMonteCarlo:
         theta = flat
         if isinstance(self.prior, Uniform):
             theta = self.prior.a * torch.erf(flat / math.sqrt(2.0))  # a (2 Phi(z) - 1)
-        return Population(self.arch, self.prior, _split(self.arch, theta))
+        return Population(self.arch, self.prior, split_flat(self.arch, theta))
 
     def _satisfies(self, flat: torch.Tensor, seen: int) -> torch.Tensor:
         """Does each particle classify examples 0..seen-1 correctly? (certified, f = 0 a mistake)."""
@@ -267,7 +266,7 @@ class FCNCache:
 
     def extend(self, arch: FCN, flat: torch.Tensor, x: torch.Tensor, start: int, stop: int) -> None:
         """Compute the rows of examples start..stop-1 from the parameters."""
-        params = {k: v.double() for k, v in _split(arch, flat).items()}
+        params = {k: v.double() for k, v in split_flat(arch, flat).items()}
         z = torch.matmul(x[start:stop], params["w1"].transpose(1, 2))
         if arch.bias:
             z = z + params["b1"].unsqueeze(1)
@@ -368,15 +367,6 @@ class FCNCache:
         self.f[kept, :seen] = f_new[keep]
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double() * k
-
-
-def _split(arch: Architecture, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    params, start = {}, 0
-    for name, shape in arch.param_shapes().items():
-        size = math.prod(shape)
-        params[name] = flat[:, start : start + size].reshape(len(flat), *shape)
-        start += size
-    return params
 
 
 def _unique(flat: torch.Tensor) -> int:
