@@ -6,10 +6,12 @@ directory left behind.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 import tomllib
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -19,15 +21,17 @@ import pandas as pd
 import torch
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.experiments import RunConfig, load_teacher, run_experiment
-from typicalnets.nets import ARCH_NAMES, build_arch
+from typicalnets.nets import ARCH_NAMES, Population, build_arch
 from typicalnets.priors import parse_prior
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc, sample as run_sampler
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import check_output_dir, staged_output, write_json
+from typicalnets.theory import bound_report, c_tilde_for, plot_epsilon_vs_n
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Typical interpolating neural networks: sample, train, compare, bound.")
@@ -87,6 +91,10 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     seeds: Annotated[str, _opt("seeds")] = _csv(DEFAULTS.seeds),
+    dataset: Annotated[str, _opt("dataset")] = DEFAULTS.dataset,
+    classes: Annotated[str, _opt("classes")] = _csv(DEFAULTS.classes),
+    data_dir: Annotated[str, _opt("data_dir")] = DEFAULTS.data_dir,
+    standardize: Annotated[str, _opt("standardize")] = DEFAULTS.standardize,
     input: Annotated[str, _opt("input", "input distribution: gaussian, uniform or boolean")] = DEFAULTS.input,
     in_dim: Annotated[int, _opt("in_dim")] = DEFAULTS.in_dim,
     teacher_widths: Annotated[str, _opt("teacher_widths")] = _csv(DEFAULTS.teacher_widths),
@@ -99,6 +107,9 @@ def run(
     n_test: Annotated[int, _opt("n_test")] = DEFAULTS.n_test,
     count: Annotated[int, _opt("count")] = DEFAULTS.count,
     methods: Annotated[str, _opt("methods")] = _csv(DEFAULTS.methods),
+    lenet_width_factor: Annotated[float, _opt("lenet_width_factor")] = DEFAULTS.lenet_width_factor,
+    device: Annotated[str, _opt("device")] = DEFAULTS.device,
+    engine: Annotated[str, _opt("engine")] = DEFAULTS.engine,
     label_noise: Annotated[float, _opt("label_noise")] = DEFAULTS.label_noise,
     max_majority: Annotated[float, _opt("max_majority")] = DEFAULTS.max_majority,
     max_draws: Annotated[int, _opt("max_draws")] = DEFAULTS.max_draws,
@@ -113,11 +124,12 @@ def run(
     sgd_batch_size: Annotated[int, _opt("sgd_batch_size")] = DEFAULTS.sgd_batch_size,
     sgd_max_steps: Annotated[int, _opt("sgd_max_steps", "SGD step budget per network")] = DEFAULTS.sgd_max_steps,
 ) -> None:
-    """Teacher-student experiment: typical interpolators (G&C) and SGD against n.
+    """Experiment: typical interpolators (G&C, SMC) and SGD against n.
 
-    A narrow teacher labels the data; Guess & Check samples typical interpolators of wider vanilla
-    and scaled-neuron students and SGD trains students. Writes results.csv, cells.csv,
-    manifest.json and test_error_vs_n.png.
+    A narrow teacher labels the data (or --dataset picks a class pair of an offline data set);
+    Guess & Check / SMC sample typical interpolators of the students and SGD trains them. Writes
+    results.csv, cells.csv, accuracy.csv, manifest.json and plots (test error with the C~ bound,
+    test accuracy, and -ln P(L_S = 0) against C~).
     """
     values = _read_config(config) if config else {}
     for name in RunConfig.model_fields:
@@ -166,6 +178,10 @@ def sample_command(
     sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
     sgd_batch_size: Annotated[int, typer.Option(help="sgd: mini-batch size, 0 = full batch")] = 0,
     sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = 10_000,
+    sgd_epochs: Annotated[Optional[int], typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = None,
+    sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = 0.0,
+    sgd_stop: Annotated[bool, typer.Option(help="sgd: freeze each network at zero training error "
+                                               "(--no-sgd-stop trains every network for the whole budget)")] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -223,11 +239,14 @@ def sample_command(
                        particles=particles, repeats=repeats, block=block)
     else:
         result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
-                           batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, device=device,
-                           progress=progress)
+                           batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, epochs=sgd_epochs,
+                           momentum=sgd_momentum, stop_at_zero=sgd_stop, device=device, progress=progress)
         population = result.population
         summary.update(count=len(population), requested=count, converged=int(result.converged.sum()),
-                       stop_reason=result.stop_reason, draws=0)
+                       stop_reason=result.stop_reason, draws=0, steps=result.step_count,
+                       sgd={"init": sgd_init, "loss": sgd_loss, "lr": sgd_lr, "batch_size": sgd_batch_size or None,
+                            "max_steps": sgd_max_steps, "epochs": sgd_epochs, "momentum": sgd_momentum,
+                            "stop_at_zero": sgd_stop})
     summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
                    prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
                    device=device)
@@ -251,6 +270,129 @@ def sample_command(
         write_json(staging / "summary.json", summary)
     console.print(result.message(), soft_wrap=True)
     console.print(f"results in {out}")
+
+
+@app.command("bound")
+def bound(
+    student_widths: Annotated[str, typer.Option(help="student hidden widths (fcn, sfcn) or channels per conv layer "
+                                                     "(cnn, scnn), e.g. 16 or 16,16")],
+    teacher_widths: Annotated[Optional[str], typer.Option(help="teacher widths, one per student layer, e.g. 2 or "
+                                                               "2,2 (default: those of --teacher)")] = None,
+    arch: Annotated[str, typer.Option(help="fcn, sfcn, cnn or scnn (teacher and student)")] = "fcn",
+    in_dim: Annotated[Optional[int], typer.Option(help="fcn/sfcn: input dimension")] = None,
+    in_shape: Annotated[Optional[str], typer.Option(help="cnn/scnn: input shape C,L or C,H,W")] = None,
+    kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
+    stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
+    pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
+    bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
+    prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., or uniform:A / gaussian:S "
+                                            "with --margin")] = "quantized:3",
+    zero_prob: Annotated[Optional[float], typer.Option(help="quantized: prior probability q0 of the level 0 "
+                                                            "(default 1/Q); the other levels share 1 - q0")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="uniform/gaussian: angular margin alpha in radians, "
+                                                         "in (0, pi/2]")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="population.pt holding one teacher network: the bound "
+                                                         "uses its weights (the student copies its settings)")] = None,
+    placements: Annotated[Optional[bool], typer.Option(
+        "--placements/--no-placements",
+        help="subtract the placement term: by default only where its condition is proven for --teacher; "
+             "--placements without --teacher assumes a teacher that meets it")] = None,
+    n: Annotated[Optional[int], typer.Option(help="training examples: also report epsilon = (C~ + ln(1/delta))/n")] = None,
+    delta: Annotated[float, typer.Option(help="failure probability delta")] = 0.05,
+    epsilon: Annotated[Optional[float], typer.Option(help="target error: also report the n_required for it")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print exactly one JSON object instead of a table")] = False,
+) -> None:
+    """Upper bound on the effective complexity C~ = -ln p~ of a narrow teacher in a wider student.
+
+    Prints C~ in nats and bits with its terms (derivations: typicalnets.theory), and with --n or
+    --epsilon the error bound (C~ + ln(1/delta))/n or the sample size that reaches epsilon.
+    """
+    if arch not in ("fcn", "sfcn", "cnn", "scnn"):
+        raise TypicalnetsError(f"--arch {arch!r} has no C~ bound; use fcn, sfcn, cnn or scnn")
+    convolutional = arch in ("cnn", "scnn")
+    teacher_net = Population.load(teacher) if teacher else None
+    if teacher_net is not None and (len(teacher_net) != 1 or (teacher_net.arch.family == "cnn") != convolutional):
+        raise TypicalnetsError(
+            f"--teacher {teacher} holds {len(teacher_net)} {teacher_net.arch.name} network(s); give one network "
+            f"of the --arch {arch} family"
+        )
+    if convolutional and in_dim is not None:
+        raise TypicalnetsError(f"--in-dim is for fcn/sfcn; give --arch {arch} inputs as --in-shape C,L or C,H,W")
+    if not convolutional and in_shape is not None:
+        raise TypicalnetsError(f"--in-shape is for cnn/scnn; give --arch {arch} inputs as --in-dim D")
+    widths = _ints(student_widths, "--student-widths")
+    if teacher_net is not None:
+        teacher_arch = teacher_net.arch
+        if teacher_widths is not None and _ints(teacher_widths, "--teacher-widths") != tuple(teacher_arch.widths):
+            raise TypicalnetsError(
+                f"--teacher-widths {teacher_widths} differ from the --teacher network's {list(teacher_arch.widths)}; "
+                "drop --teacher-widths or fix it"
+            )
+        given_shape = (in_dim,) if in_dim is not None else _ints(in_shape, "--in-shape") if in_shape else None
+        if given_shape is not None and given_shape != tuple(teacher_arch.input_shape):
+            raise TypicalnetsError(
+                f"the input shape {given_shape} differs from the --teacher network's {teacher_arch.input_shape}; "
+                "drop it or fix it"
+            )
+        student = replace(teacher_arch.with_widths(widths), scaled=arch in ("sfcn", "scnn"))
+    else:
+        if teacher_widths is None:
+            raise TypicalnetsError("--teacher-widths is missing; give e.g. --teacher-widths 2, or --teacher FILE")
+        if convolutional and in_shape is None:
+            raise TypicalnetsError(f"--in-shape is missing; give --arch {arch} inputs as --in-shape C,L or C,H,W")
+        if not convolutional and in_dim is None:
+            raise TypicalnetsError(f"--in-dim is missing; give --arch {arch} the input size, e.g. --in-dim 4")
+        input_shape = _ints(in_shape, "--in-shape") if convolutional else (in_dim,)
+        conv = (_ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"))
+        student = build_arch(arch, input_shape, widths, "relu", bias, *conv)
+        teacher_arch = build_arch(arch, input_shape, _ints(teacher_widths, "--teacher-widths"), "relu", bias, *conv)
+    prior_obj = parse_prior(prior)
+    result = c_tilde_for(teacher_arch, student, prior_obj, teacher_net, zero_prob, placements, margin)
+    report = bound_report(result, prior_obj, delta, n, epsilon)
+    if plot is not None:
+        if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise TypicalnetsError(f"--plot {plot} needs a .png, .pdf or .svg name; rename it")
+        if not plot.parent.is_dir():
+            raise TypicalnetsError(f"the folder of --plot {plot} does not exist; create it or choose another path")
+    inputs: dict[str, Any] = {"arch": arch, "student_widths": list(widths), "teacher_widths": list(teacher_arch.widths),
+                              "bias": student.bias, "teacher": str(teacher) if teacher else None}
+    if convolutional:
+        inputs.update(in_shape=list(student.in_shape), kernel_size=list(student.kernel_size),
+                      stride=list(student.stride), pool=list(student.pool))
+    else:
+        inputs.update(in_dim=student.in_dim)
+    report = {**inputs, **report, "plot": str(plot) if plot else None}
+    if plot is not None:
+        title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior_obj.spec()}"
+        plot_epsilon_vs_n(result.nats, delta, plot, n, epsilon, title)
+    if json_output:
+        typer.echo(json.dumps(report, allow_nan=False))
+        return
+    table = Table(title=f"C~ bound: {teacher_arch.describe()} teacher in {student.describe()} student, "
+                        f"prior {prior_obj.spec()} ({result.variant})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("C~ (nats)", f"{result.nats:.4f}")
+    table.add_row("C~ (bits)", f"{result.bits:.4f}")
+    for name, value in result.terms.items():
+        if value or name == "teacher_params":  # terms that do not apply to this family are 0
+            table.add_row(f"  {name.replace('_', ' ')} (nats)", f"{value:.4f}")
+    for name, value in result.counts.items():
+        if value or name in ("teacher_params", "student_params"):
+            table.add_row(name.replace("_", " "), f"{value:,}")
+    table.add_row("placements", f"{'used' if result.placements_used else 'not used'}: {result.placement_condition}")
+    if "c_tilde_all_params" in report:
+        table.add_row("naive bound, every student parameter (nats)", f"{report['c_tilde_all_params']:.4f}")
+    if n is not None:
+        table.add_row(f"epsilon at n = {n}, delta = {delta:g}", f"{report['epsilon']:.4g}")
+    if epsilon is not None:
+        table.add_row(f"n for epsilon = {epsilon:g}, delta = {delta:g}", f"{report['n_required']:,}")
+    for note in result.notes:
+        table.add_row("note", note)
+    if plot is not None:
+        table.add_row("plot", str(plot))
+    Console(soft_wrap=True).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

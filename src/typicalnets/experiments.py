@@ -1,19 +1,28 @@
-"""Teacher-student experiments: a config, pure cells, and the driver behind ``typicalnets run``.
+"""Experiments: a config, pure cells, and the driver behind ``typicalnets run``.
 
 A *cell* is one (method, n, seed): it is a pure function of the config and those three values
 (the task, the teacher and the sampler's random stream are all derived from them), so cells can be
 re-run, resumed or farmed out anywhere and give the same rows.
 
-Methods are ``SAMPLER:STUDENT`` with SAMPLER ``gc`` (Guess & Check), ``smc`` (sequential Monte
-Carlo) or ``sgd``, and STUDENT ``fcn`` (vanilla) or ``sfcn`` (scaled-neuron). With ``smc_fallback``
-(the default) a G&C cell whose draw or time budget runs out before ``count`` networks is re-run by
-SMC; its rows then say ``sampler = smc``. One vanilla FCN teacher of ``teacher_widths``
-(or the saved network ``teacher``) labels the data for every method, so all methods see the same tasks.
+Methods are ``SAMPLER:STUDENT[:SHAPE]`` with SAMPLER ``gc`` (Guess & Check), ``smc`` (sequential
+Monte Carlo) or ``sgd``, and STUDENT ``fcn`` (vanilla), ``sfcn`` (scaled-neuron) or ``lenet``
+(image data sets only). SHAPE overrides the student's size for that method, so one config sweeps
+widths and depths: hidden widths joined by ``x`` for fcn/sfcn (``gc:fcn:32x32`` is two hidden
+layers of 32), the width factor for lenet (``sgd:lenet:0.5``). With ``smc_fallback`` (the default)
+a G&C cell whose draw or time budget runs out before ``count`` networks is re-run by SMC; its rows
+then say ``sampler = smc``.
+
+The task is either a teacher-student task (one vanilla FCN teacher of ``teacher_widths``, or the
+saved network ``teacher``, labels Gaussian/uniform/Boolean inputs) or, with ``dataset``, a class
+pair of an offline data set (``typicalnets.data.load_binary_task``: ceil(max(n) / 2) training
+examples per class drawn with the task seed, interleaved by class, and every test example of the
+two classes). Either way all methods see the same tasks; fully connected students see images flattened.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +34,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 from rich.table import Table
 
+from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import FCN, Population
-from typicalnets.priors import Prior, parse_prior
-from typicalnets.report import error_quantiles, plot_error_vs_n
+from typicalnets.nets import FCN, Architecture, LeNet, Population
+from typicalnets.priors import Prior, QuantizedUniform, parse_prior
+from typicalnets.report import (accuracy_intervals, error_quantiles, plot_accuracy_vs_n, plot_error_vs_n,
+                                plot_volume_vs_n, volume_violations)
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json
 from typicalnets.teachers import Task, check_narrower, make_task, narrow_teacher
+from typicalnets.theory import c_tilde_for
 
 SAMPLERS = ("gc", "smc", "sgd")
-STUDENTS = ("fcn", "sfcn")
+STUDENTS = ("fcn", "sfcn", "lenet")
+
+
+def parse_method(method: str) -> tuple[str, str, str]:
+    """``SAMPLER:STUDENT[:SHAPE]`` -> (sampler, student, shape or ""); raises ValueError when malformed."""
+    sampler, _, rest = method.partition(":")
+    student, _, shape = rest.partition(":")
+    if sampler not in SAMPLERS or student not in STUDENTS:
+        raise ValueError(f"method {method!r} must be SAMPLER:STUDENT[:SHAPE] with SAMPLER in {SAMPLERS} and "
+                         f"STUDENT in {STUDENTS}")
+    if shape:
+        try:
+            values = [float(v) for v in shape.split("x")] if student == "lenet" else [int(v) for v in shape.split("x")]
+        except ValueError:
+            values = []
+        if len(values) != 1 if student == "lenet" else not values:
+            raise ValueError(f"method {method!r}: SHAPE is hidden widths joined by x (fcn:32x32) or a lenet width "
+                             "factor (lenet:0.5)")
+        if any(v <= 0 for v in values):
+            raise ValueError(f"method {method!r}: widths and width factors must be positive")
+    return sampler, student, shape
 
 
 def _int_list(value: Any) -> Any:
@@ -53,6 +85,11 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seeds: list[int] = Field([0], description="task seeds; one teacher and dataset per seed")
+    dataset: str = Field("", description="offline data set (digits, fashion-mnist, mnist, cifar10 or an .npz/.csv "
+                                         "path) instead of a teacher-student task")
+    classes: list[str] = Field([], description="dataset: the class pair A,B (A is labelled +1)")
+    data_dir: str = Field("", description="dataset: directory holding fashion-mnist, mnist or cifar10 files")
+    standardize: str = Field("global", description="dataset: none, global or feature")
     input: Literal["gaussian", "uniform", "boolean"] = Field("gaussian", description="input distribution")
     in_dim: int = Field(4, ge=1, description="input dimension d")
     teacher_widths: list[int] = Field([2], description="hidden widths of the narrow teacher")
@@ -64,7 +101,10 @@ class RunConfig(BaseModel):
     n: list[int] = Field([4, 8, 16, 32], description="training-set sizes")
     n_test: int = Field(10_000, ge=1, description="test examples per task")
     count: int = Field(100, ge=1, description="networks per method and n")
-    methods: list[str] = Field(["gc:fcn", "gc:sfcn", "sgd:fcn"], description="SAMPLER:STUDENT pairs")
+    methods: list[str] = Field(["gc:fcn", "gc:sfcn", "sgd:fcn"], description="SAMPLER:STUDENT[:SHAPE] triples")
+    lenet_width_factor: float = Field(0.5, gt=0, description="lenet students' width factor (0.5 = 3, 8, 60, 42)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where samplers and SGD run")
+    engine: Literal["fast", "native", "torch", "baseline"] = Field("fast", description="G&C engine")
     label_noise: float = Field(0.0, ge=0.0, lt=0.5, description="probability of flipping each training label")
     max_majority: float = Field(0.75, ge=0.5, le=1.0, description="largest majority-label share of the teacher")
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
@@ -81,6 +121,20 @@ class RunConfig(BaseModel):
 
     _split = field_validator("seeds", "teacher_widths", "student_widths", "n", mode="before")(_int_list)
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split_classes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    @field_validator("standardize")
+    @classmethod
+    def _check_standardize(cls, value: str) -> str:
+        if value not in STANDARDIZATIONS:
+            raise ValueError(f"unknown standardisation {value!r}; use one of {', '.join(STANDARDIZATIONS)}")
+        return value
+
     @field_validator("methods", mode="before")
     @classmethod
     def _split_methods(cls, value: Any) -> Any:
@@ -90,9 +144,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _check_methods(cls, value: list[str]) -> list[str]:
         for method in value:
-            sampler, _, student = method.partition(":")
-            if sampler not in SAMPLERS or student not in STUDENTS:
-                raise ValueError(f"method {method!r} must be SAMPLER:STUDENT with SAMPLER in {SAMPLERS} and STUDENT in {STUDENTS}")
+            parse_method(method)
         if not value:
             raise ValueError("give at least one method, e.g. gc:fcn")
         return value
@@ -109,8 +161,18 @@ class RunConfig(BaseModel):
                 raise ValueError(f"{name} is empty; give at least one value")
         if any(w < 1 for w in self.teacher_widths + self.student_widths) or any(k < 1 for k in self.n):
             raise ValueError("widths and n must be positive integers")
-        if not self.teacher:
-            check_narrower(self.teacher_arch(), self.student_arch("fcn"))
+        if len(self.classes) not in (0, 2):
+            raise ValueError(f"classes must be a pair A,B, got {self.classes}")
+        if not self.dataset and (self.classes or self.data_dir):
+            raise ValueError("classes and data_dir apply only with a dataset; set dataset or drop them")
+        if self.dataset and self.teacher:
+            raise ValueError("a dataset has its own labels; drop teacher (or dataset)")
+        students = [parse_method(m)[1:] for m in self.methods]
+        if not self.dataset and any(student == "lenet" for student, _ in students):
+            raise ValueError("lenet students need image inputs; set dataset (e.g. fashion-mnist) or use fcn/sfcn")
+        if not self.teacher and not self.dataset:
+            for student, shape in students:
+                check_narrower(self.teacher_arch(), self.student_arch(student, shape, (self.in_dim,)))
         return self
 
     @classmethod
@@ -135,8 +197,15 @@ class RunConfig(BaseModel):
     def teacher_arch(self) -> FCN:
         return FCN(self.in_dim, tuple(self.teacher_widths), self.activation, self.bias)
 
-    def student_arch(self, student: str) -> FCN:
-        return FCN(self.in_dim, tuple(self.student_widths), self.activation, self.bias, scaled=student == "sfcn")
+    def student_arch(self, student: str, shape: str = "", input_shape: tuple[int, ...] | None = None) -> Architecture:
+        """The student of a method: fcn/sfcn of ``student_widths`` (or SHAPE's), or lenet on image inputs."""
+        input_shape = input_shape or (self.in_dim,)
+        if student == "lenet":
+            if len(input_shape) != 3:
+                raise TypicalnetsError(f"lenet students need image inputs (c, h, w), got {input_shape}; use fcn")
+            return LeNet.with_width_factor(float(shape) if shape else self.lenet_width_factor, input_shape)
+        widths = tuple(int(v) for v in shape.split("x")) if shape else tuple(self.student_widths)
+        return FCN(math.prod(input_shape), widths, self.activation, self.bias, scaled=student == "sfcn")
 
 
 def derived_seed(*parts: Any) -> int:
@@ -159,13 +228,26 @@ def load_teacher(config: RunConfig) -> Population:
 
 
 def build_task(config: RunConfig, seed: int) -> Task:
-    """The seed's teacher and data: train on the first n of a pool of max(n) examples."""
+    """The seed's teacher (none for a data set) and data: train on the first n of a pool of max(n) examples."""
     gen = torch.Generator().manual_seed(derived_seed("task", seed))
+    if config.dataset:
+        task = load_binary_task(config.dataset, config.classes or None, math.ceil(max(config.n) / 2), seed=seed,
+                                standardize=config.standardize, data_dir=config.data_dir or None)
+        flipped = torch.rand(task.train.n, generator=gen) < config.label_noise
+        noisy = torch.where(flipped, -task.train.y, task.train.y).to(torch.int8)
+        return Task(None, Dataset(task.train.x, noisy), task.test, flipped, task.info())
     if config.teacher:
         teacher = load_teacher(config)
     else:
         teacher = narrow_teacher(config.teacher_arch(), config.prior_obj, gen, config.input, config.max_majority)
     return make_task(teacher, max(config.n), config.n_test, gen, config.input, config.label_noise)
+
+
+def _inputs_for(arch: Architecture, data: Dataset) -> Dataset:
+    """Images flattened for fully connected students; anything else as it is."""
+    if isinstance(arch, FCN) and data.x.dim() > 2:
+        return Dataset(data.x.reshape(len(data.x), -1), data.y)
+    return data
 
 
 @dataclass(frozen=True)
@@ -178,20 +260,22 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
              progress: bool = False) -> CellResult:
     """One (method, n, seed): sample or train ``config.count`` networks and measure their errors."""
     task = build_task(config, seed) if task is None else task
-    sampler, _, student = method.partition(":")
-    arch = config.student_arch(student)
-    train = task.train.head(n)
-    rng = torch.Generator().manual_seed(derived_seed("cell", seed, method, n))
+    sampler, student, shape = parse_method(method)
+    arch = config.student_arch(student, shape, task.train.input_shape)
+    train, test = _inputs_for(arch, task.train.head(n)), _inputs_for(arch, task.test)
+    device = config.device
+    rng = torch.Generator(device=device).manual_seed(derived_seed("cell", seed, method, n))
     label = f"{method} n={n} seed={seed}"
     summary: dict[str, Any] = {"method": method, "n": n, "seed": seed, "arch": arch.describe()}
     if sampler in ("gc", "smc"):
         result = None
         if sampler == "gc":
-            result = sample(GuessAndCheck(arch, config.prior_obj, train, config.batch_size), rng, config.count,
-                            config.max_draws, config.time_limit, progress, label)
+            result = sample(GuessAndCheck(arch, config.prior_obj, train, config.batch_size, device, config.engine), rng,
+                            config.count, config.max_draws, config.time_limit, progress, label)
         if sampler == "smc" or (result.count < config.count and config.smc_fallback):
             sampler = "smc"
-            result = sample_smc(lambda: SequentialMonteCarlo(arch, config.prior_obj, train, config.smc_particles),
+            result = sample_smc(lambda: SequentialMonteCarlo(arch, config.prior_obj, train, config.smc_particles,
+                                                             device=device),
                                 rng, config.count, config.smc_repeats, progress=progress)
         population, draws = result.population, result.draws
         log_low, log_high = result.log_prob_interpolate_ci
@@ -207,14 +291,15 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
     else:
         result = train_sgd(arch, config.prior_obj, train, config.count, rng, init=config.sgd_init,
                            loss=config.sgd_loss, lr=config.sgd_lr, batch_size=config.sgd_batch_size or None,
-                           max_steps=config.sgd_max_steps, progress=progress)
+                           max_steps=config.sgd_max_steps, device=device, progress=progress)
         population, draws = result.population, 0
         converged = result.converged.tolist()
         steps = result.steps.tolist()
         summary.update(networks=len(population), converged=int(sum(converged)), stop_reason=result.stop_reason,
                        seconds=result.seconds, message=result.message())
+    population = population.to("cpu")
     train_err = population.errors(train.x, train.y).tolist()
-    test_err = population.errors(task.test.x, task.test.y).tolist()
+    test_err = population.errors(test.x, test.y).tolist()
     rows = [
         {"method": method, "sampler": sampler, "arch": arch.describe(), "n": n, "seed": seed, "network": i,
          "train_error": train_err[i], "test_error": test_err[i], "draws": draws,
@@ -224,20 +309,49 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
     return CellResult(rows, summary)
 
 
+def student_bounds(config: RunConfig, task: Task) -> dict[str, float]:
+    """C~ (nats) of each G&C/SMC method's student for this task's teacher: teacher-specific, with the
+    placement term where it is proven (``typicalnets.theory.c_tilde_for``). Only noiseless
+    teacher-student tasks with a quantized prior have one."""
+    if task.teacher is None or config.label_noise > 0 or not isinstance(config.prior_obj, QuantizedUniform):
+        return {}
+    bounds = {}
+    for method in config.methods:
+        sampler, student, shape = parse_method(method)
+        if sampler != "sgd":
+            arch = config.student_arch(student, shape, task.train.input_shape)
+            bounds[method] = c_tilde_for(task.teacher.arch, arch, config.prior_obj, task.teacher).nats
+    return bounds
+
+
 def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progress: bool = True,
                    console: Console | None = None) -> pd.DataFrame:
-    """Run every cell and write results.csv/.parquet, cells.csv, manifest.json and the error-vs-n plot."""
+    """Run every cell; write results.csv/.parquet, cells.csv, accuracy.csv, manifest.json and plots.
+
+    Plots: test error against n (with the C~ bound of each student, for teacher-student tasks),
+    test accuracy against n (mean and 95% interval) and, where there is a bound, the measured
+    -ln P(L_S = 0) against C~. A measurement above C~ beyond its interval contradicts the theory:
+    it is printed in red, listed in manifest.json under ``bound_violations`` and ringed in the plot.
+    """
     console = console or Console(stderr=True)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     cells: list[dict[str, Any]] = []
+    bounds: dict[int, dict[str, float]] = {}
+    data_info: dict[int, Any] = {}
     with staged_output(out, overwrite) as staging:
         for seed in config.seeds:
             task = build_task(config, seed)
-            task.teacher.save(staging / f"teacher-seed{seed}.pt")
+            for method in config.methods:  # a student that does not fit the data fails before any work
+                config.student_arch(*parse_method(method)[1:], task.train.input_shape)
+            if task.teacher is not None:
+                task.teacher.save(staging / f"teacher-seed{seed}.pt")
+            data_info[seed] = task.info
+            bounds[seed] = student_bounds(config, task)
             for n in config.n:
                 for method in config.methods:
                     cell = run_cell(config, method, n, seed, task, progress)
+                    cell.summary["c_tilde"] = bounds[seed].get(method)
                     rows.extend(cell.rows)
                     cells.append(cell.summary)
                     console.print(f"[dim]{cell.summary['message']}[/dim]  ({method}, n={n}, seed={seed})")
@@ -245,17 +359,36 @@ def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progre
                                             "test_error", "draws", "converged", "steps"])
         table.to_csv(staging / "results.csv", index=False)
         table.to_parquet(staging / "results.parquet", index=False)
-        pd.DataFrame(cells).to_csv(staging / "cells.csv", index=False)
+        cell_table = pd.DataFrame(cells)
+        cell_table.to_csv(staging / "cells.csv", index=False)
+        accuracy_intervals(table).to_csv(staging / "accuracy.csv", index=False)
+        # One bound per method: the largest over seeds (every seed's C~ bounds its own cells).
+        method_bounds = {m: max(b[m] for b in bounds.values() if m in b) for m in config.methods
+                         if any(m in b for b in bounds.values())}
+        violations = pd.concat([volume_violations(cell_table[cell_table["seed"] == seed], bounds[seed])
+                                for seed in config.seeds]) if len(cell_table) else cell_table
+        title = (f"{config.dataset} {','.join(config.classes)}" if config.dataset else
+                 f"teacher fcn{config.teacher_widths} -> students {config.student_widths}") + f", {config.prior}"
         if len(table):
-            plot_error_vs_n(table, staging / "test_error_vs_n.png",
-                            f"teacher fcn{config.teacher_widths} -> students {config.student_widths}, {config.prior}")
+            plot_error_vs_n(table, staging / "test_error_vs_n.png", title, method_bounds)
+            plot_accuracy_vs_n(table, staging / "test_accuracy_vs_n.png", title)
+        if method_bounds and len(cell_table):
+            plot_volume_vs_n(cell_table, staging / "volume_vs_c_tilde.png", method_bounds, title)
         write_json(staging / "manifest.json", {
             "config": config.model_dump(),
             "seconds": time.perf_counter() - start,
             "torch": torch.__version__,
+            "data": data_info,
+            "c_tilde": {str(seed): b for seed, b in bounds.items()},
+            "bound_violations": violations[["method", "n", "seed", "log_prob_interpolate", "log_prob_ci_high",
+                                            "c_tilde"]].to_dict("records") if len(violations) else [],
             "cells": cells,
         })
     print_summary(table, console)
+    for record in violations.to_dict("records") if len(violations) else []:
+        console.print(f"[bold red]BOUND VIOLATED: {record['method']} n={record['n']} seed={record['seed']}: "
+                      f"-ln P(L_S = 0) >= {-record['log_prob_ci_high']:.2f} > C~ = {record['c_tilde']:.2f}; "
+                      "the sampler or the bound is wrong: please report it[/bold red]")
     console.print(f"results in {out}")
     return table
 
@@ -274,5 +407,16 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
         by_n = part.set_index("n")
         view.add_row(method, *(
             f"{by_n.at[n, 'median']:.3f} [{by_n.at[n, 'q25']:.3f}-{by_n.at[n, 'q75']:.3f}] ({by_n.at[n, 'networks']})"
+            if n in by_n.index else "-" for n in sizes))
+    console.print(view)
+    accuracy = accuracy_intervals(table)
+    view = Table(title="test accuracy: mean ± 95% interval")
+    view.add_column("method")
+    for n in sizes:
+        view.add_column(f"n={n}", justify="right")
+    for method, part in accuracy.groupby("method", sort=False):
+        by_n = part.set_index("n")
+        view.add_row(method, *(
+            f"{by_n.at[n, 'accuracy_mean']:.3f} ± {(by_n.at[n, 'accuracy_ci_high'] - by_n.at[n, 'accuracy_mean']):.3f}"
             if n in by_n.index else "-" for n in sizes))
     console.print(view)

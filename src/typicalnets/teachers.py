@@ -85,12 +85,14 @@ def sparse_linear_teacher(in_dim: int, k: int, generator: torch.Generator) -> Po
 
 @dataclass(frozen=True)
 class Task:
-    """A teacher-student task. ``flipped`` marks the training labels that label noise flipped."""
+    """A task: train and test data, the teacher that labelled them (None for a real data set) and,
+    for data sets, their description. ``flipped`` marks the training labels that label noise flipped."""
 
-    teacher: Population
+    teacher: Population | None
     train: Dataset
     test: Dataset
     flipped: torch.Tensor
+    info: dict | None = None
 
 
 def _labelled_inputs(teacher: Population, kind: str, n: int, generator: torch.Generator) -> Dataset:

@@ -1,4 +1,4 @@
-"""The native CPU kernel of the fast Guess & Check engine, compiled on first use.
+"""The native CPU kernel (fast Guess & Check, and SMC moves), compiled on first use.
 
 ``gc_kernel.c`` is compiled with the system C compiler (``cc -O3 -march=native -fopenmp``) into
 a per-user cache directory the first time it is needed, keyed by a hash of the source, the
@@ -63,5 +63,8 @@ def _declare(kernel: ctypes.CDLL) -> None:
     kernel.tn_fcn_check.argtypes = [f32p, i8p, i, i32p, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i8p]
     kernel.tn_draw.restype = None
     kernel.tn_draw.argtypes = [u64, i64, i64, i64, i, f32, f32p, i, f32p]
+    kernel.tn_fcn1_moves.restype = None
+    kernel.tn_fcn1_moves.argtypes = [i64, i64, i, i, i, i, i, f32p, i, i8p, i, f32p, f32p, f32p, f32p, f32p, i, i64,
+                                     ctypes.c_double, u64, i64, ctypes.c_double, f32p]
     kernel.tn_set_threads.restype = None
     kernel.tn_set_threads.argtypes = [i]

@@ -376,3 +376,117 @@ void tn_draw(uint64_t key, int64_t first_id, int64_t count, int64_t n_params, in
 }
 
 void tn_set_threads(int threads) { omp_set_num_threads(threads); }
+
+/* ---- SMC moves for one-hidden-layer FCN particles (typicalnets.samplers.smc.FCNCache) ----------
+ *
+ * Each particle keeps, in float64, its hidden pre-activations z (h x ld, examples contiguous), its
+ * outputs f and output scales s = sum_j |w2_j s1_j act(z_j)| + |b2| on the seen examples. A move
+ * re-draws one parameter c to a different level, uniformly among the other q - 1 levels (a
+ * symmetric proposal; the coordinate's choice does not depend on the state), and keeps it iff
+ * every seen example stays correct, y f > tie * s: Metropolis-Hastings for the flat prior times
+ * the constraint indicator. It updates z, f and s in O(seen) and stops at the first violation. */
+
+static inline double activate64(double z, int act) {
+    switch (act) {
+        case ACT_RELU: return z > 0.0 ? z : 0.0;
+        case ACT_SIGN: return (double)((z > 0.0) - (z < 0.0));
+        case ACT_LEAKY: return z > 0.0 ? z : 0.01 * z;
+        default: return tanh(z);
+    }
+}
+
+/* Uniform integer in [0, range), exactly (Lemire's multiply-shift with rejection); threshold is
+ * 2^32 mod range, computed once per range (a division per draw measured as a large share of a move). */
+static inline uint32_t bounded(uint64_t *state, uint32_t range, uint32_t threshold) {
+    for (;;) {
+        const uint64_t m = (uint64_t)(uint32_t)(splitmix64(state) >> 32) * range;
+        if ((uint32_t)m >= threshold) return (uint32_t)(m >> 32);
+    }
+}
+
+/* Proposals per particle; returns accepted moves per particle in accepted[]. */
+void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, int scaled, int act,
+                   const double *xt, int ld, const int8_t *y, int seen, float *flat, double *z, double *f,
+                   double *scale, const float *levels, int q, int64_t proposals, double tail_share, uint64_t key,
+                   int64_t first_id, double tie, int64_t *accepted) {
+    const int64_t b1 = (int64_t)h * d, s1 = b1 + (bias ? h : 0), w2 = s1 + (scaled ? h : 0), b2 = w2 + h;
+    const int64_t tail = n_params - b1;
+    const uint32_t all_threshold = (uint32_t)(-(uint32_t)n_params) % (uint32_t)n_params,
+                   tail_threshold = (uint32_t)(-(uint32_t)tail) % (uint32_t)tail,
+                   level_threshold = (uint32_t)(-(uint32_t)(q - 1)) % (uint32_t)(q - 1);
+#pragma omp parallel
+    {
+        double *tz = malloc(sizeof(double) * (seen + 1)), *tf = malloc(sizeof(double) * (seen + 1)),
+               *ts = malloc(sizeof(double) * (seen + 1));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t p = 0; p < particles; p++) {
+            uint64_t rng = key ^ ((uint64_t)(first_id + p) * 0xD1342543DE82EF95ull);
+            float *th = flat + p * n_params;
+            double *zp = z + p * (int64_t)h * ld, *fp = f + p * (int64_t)ld, *sp = scale + p * (int64_t)ld;
+            int64_t kept = 0;
+            for (int64_t t = 0; t < proposals; t++) {
+                const int pick_tail = (double)(splitmix64(&rng) >> 11) * 0x1.0p-53 < tail_share;
+                const int64_t c = pick_tail ? b1 + (int64_t)bounded(&rng, (uint32_t)tail, tail_threshold)
+                                            : (int64_t)bounded(&rng, (uint32_t)n_params, all_threshold);
+                const float old = th[c];
+                int level = -1;
+                for (int k = 0; k < q; k++)
+                    if (levels[k] == old) level = k;
+                if (level < 0) continue; /* not on the grid: never happens for prior draws */
+                int other = level + 1 + (int)bounded(&rng, (uint32_t)(q - 1), level_threshold);
+                const float new = levels[other >= q ? other - q : other];
+                int ok = 1;
+                if (c < s1) { /* w1[j, i] or b1[j]: column j of z moves by delta * x_i (or delta) */
+                    const int j = c < b1 ? (int)(c / d) : (int)(c - b1);
+                    const double *row = c < b1 ? xt + (c % d) * (int64_t)ld : NULL;
+                    const double delta = (double)new - (double)old;
+                    const double wj = (double)th[w2 + j] * (scaled ? (double)th[s1 + j] : 1.0);
+                    double *zj = zp + (int64_t)j * ld;
+                    if (wj == 0.0) { /* the unit does not reach the output: always valid */
+                        for (int e = 0; e < seen; e++) zj[e] += delta * (row ? row[e] : 1.0);
+                    } else {
+                        for (int e = 0; e < seen && ok; e++) {
+                            const double zo = zj[e], zn = zo + delta * (row ? row[e] : 1.0);
+                            const double ao = wj * activate64(zo, act), an = wj * activate64(zn, act);
+                            tz[e] = zn, tf[e] = fp[e] + an - ao, ts[e] = sp[e] + fabs(an) - fabs(ao);
+                            ok = y[e] * tf[e] > tie * ts[e];
+                        }
+                        if (ok) {
+                            memcpy(zj, tz, sizeof(double) * seen);
+                            memcpy(fp, tf, sizeof(double) * seen);
+                            memcpy(sp, ts, sizeof(double) * seen);
+                        }
+                    }
+                } else if (c < b2) { /* s1[j] or w2[j]: unit j's output weight w2_j s1_j changes */
+                    const int j = c < w2 ? (int)(c - s1) : (int)(c - w2);
+                    const double w2j = c < w2 ? (double)th[w2 + j] : (double)new;
+                    const double sj = scaled ? (c < w2 ? (double)new : (double)th[s1 + j]) : 1.0;
+                    const double wo = (double)th[w2 + j] * (scaled ? (double)th[s1 + j] : 1.0), wn = w2j * sj;
+                    const double *zj = zp + (int64_t)j * ld;
+                    for (int e = 0; e < seen && ok; e++) {
+                        const double a = activate64(zj[e], act), ao = wo * a, an = wn * a;
+                        tf[e] = fp[e] + an - ao, ts[e] = sp[e] + fabs(an) - fabs(ao);
+                        ok = y[e] * tf[e] > tie * ts[e];
+                    }
+                    if (ok) {
+                        memcpy(fp, tf, sizeof(double) * seen);
+                        memcpy(sp, ts, sizeof(double) * seen);
+                    }
+                } else { /* b2 */
+                    const double bo = (double)old, bn = (double)new;
+                    for (int e = 0; e < seen && ok; e++) {
+                        tf[e] = fp[e] + (bn - bo), ts[e] = sp[e] + fabs(bn) - fabs(bo);
+                        ok = y[e] * tf[e] > tie * ts[e];
+                    }
+                    if (ok) {
+                        memcpy(fp, tf, sizeof(double) * seen);
+                        memcpy(sp, ts, sizeof(double) * seen);
+                    }
+                }
+                if (ok) th[c] = new, kept++;
+            }
+            accepted[p] = kept;
+        }
+        free(tz), free(tf), free(ts);
+    }
+}

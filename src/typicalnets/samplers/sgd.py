@@ -76,7 +76,7 @@ class SGDTrainer:
 
     def __init__(self, arch: Architecture, prior: Prior, train: Dataset, count: int, *, init: str = "prior",
                  loss: str = "logistic", lr: float = DEFAULT_LR, batch_size: int | None = None,
-                 momentum: float = 0.0, device: torch.device | str = "cpu"):
+                 momentum: float = 0.0, stop_at_zero: bool = True, device: torch.device | str = "cpu"):
         arch.check_input(train.x)
         if getattr(arch, "activation", None) == "sign":
             raise TypicalnetsError("sign activations have zero gradient, so SGD cannot train them; "
@@ -95,6 +95,7 @@ class SGDTrainer:
         if not 0 <= momentum < 1:
             raise TypicalnetsError(f"momentum must lie in [0, 1), got {momentum}; use e.g. 0 or 0.9")
         self.arch, self.prior, self.count, self.init_kind = arch, prior, int(count), init
+        self.stop_at_zero = bool(stop_at_zero)
         self.loss, self.lr, self.momentum = LOSSES[loss], float(lr), float(momentum)
         self.x = train.x.to(device)
         self.y = train.y.to(device)
@@ -114,8 +115,10 @@ class SGDTrainer:
         return SGDState(population, velocity, converged, steps, 0, torch.arange(self.n, device=device))
 
     def step(self, rng: torch.Generator, state: SGDState) -> tuple[SGDState, SGDInfo]:
-        """One SGD update of every network not yet converged; converged networks stay bit-identical."""
-        active = (~state.converged).nonzero().squeeze(1)
+        """One SGD update of every network not yet converged (of every network without
+        ``stop_at_zero``); converged networks stay bit-identical."""
+        moving = ~state.converged if self.stop_at_zero else torch.ones_like(state.converged)
+        active = moving.nonzero().squeeze(1)
         if len(active) == 0:
             return state, SGDInfo(0.0, 0, self.count)
         # 1. Take this step's mini-batch; every epoch starts with a fresh seeded shuffle.
@@ -138,11 +141,15 @@ class SGDTrainer:
                 velocity[name] = state.velocity[name].index_copy(0, active, v)
                 new_params[name] = state.population.params[name].index_copy(0, active, p - self.lr * v)
         population = Population(self.arch, self.prior, new_params)
-        # 5. Freeze every updated network that makes no mistake on the full training set.
+        # 5. Freeze every updated network that makes no mistake on the full training set (without
+        #    stop_at_zero, converged just says whether a network interpolates now).
         interpolates = population[active].mistakes(self.x, self.y) == 0
         converged = state.converged.clone()
-        converged[active[interpolates]] = True
-        steps = state.steps + (~state.converged).long()
+        if self.stop_at_zero:
+            converged[active[interpolates]] = True
+        else:
+            converged[active] = interpolates
+        steps = state.steps + moving.long()
         new_state = SGDState(population, velocity, converged, steps, state.step_count + 1, order)
         return new_state, SGDInfo(losses.mean().item(), len(active), int(converged.sum()))
 
@@ -187,21 +194,31 @@ def train_sgd(
     batch_size: int | None = None,
     momentum: float = 0.0,
     max_steps: int = DEFAULT_MAX_STEPS,
+    epochs: int | None = None,
+    stop_at_zero: bool = True,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> SGDResult:
-    """Train ``count`` networks by SGD until each reaches zero training error or ``max_steps`` run out."""
+    """Train ``count`` networks by SGD until each reaches zero training error or ``max_steps`` run out.
+
+    ``epochs`` (passes over the training set) replaces ``max_steps`` when given. Without
+    ``stop_at_zero`` every network trains for the whole budget; ``converged`` then says whether it
+    interpolates at the end."""
     if max_steps < 1:
         raise TypicalnetsError(f"max steps must be >= 1, got {max_steps}; give a positive step budget")
+    if epochs is not None and epochs < 1:
+        raise TypicalnetsError(f"epochs must be >= 1, got {epochs}; give a positive number of passes")
     start = time.perf_counter()
     trainer = SGDTrainer(arch, prior, train, count, init=init, loss=loss, lr=lr, batch_size=batch_size,
-                         momentum=momentum, device=device)
+                         momentum=momentum, stop_at_zero=stop_at_zero, device=device)
+    if epochs is not None:
+        max_steps = epochs * trainer.batches_per_epoch
     state = trainer.init(rng)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("converged, step {task.fields[step]}"), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("sgd", total=count, completed=int(state.converged.sum()), step=0)
-        while not state.converged.all() and state.step_count < max_steps:
+        while not (stop_at_zero and state.converged.all()) and state.step_count < max_steps:
             state, info = trainer.step(rng, state)
             bar.update(task, completed=info.converged, step=state.step_count)
     return SGDResult(
@@ -209,6 +226,6 @@ def train_sgd(
         converged=state.converged,
         steps=state.steps,
         step_count=state.step_count,
-        stop_reason="converged" if state.converged.all() else "max_steps",
+        stop_reason="converged" if stop_at_zero and state.converged.all() else "max_steps",
         seconds=time.perf_counter() - start,
     )

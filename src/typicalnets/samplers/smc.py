@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 import torch
 from scipy.stats import t as student_t
 
+from typicalnets import native
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.fast import TIE, certified_interpolates, class_interleaved_order
@@ -45,6 +46,9 @@ from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.samplers.base import CONFIDENCE, SampleResult, sample
 
 DEFAULT_PARTICLES = 1000
+# The native moves run in rounds of 1/8 sweep (n_params / 8 proposals per particle), so the adaptive
+# stop rule is checked often without paying a call per proposal.
+NATIVE_ROUNDS_PER_SWEEP = 8
 
 
 class SMCState(NamedTuple):
@@ -92,12 +96,13 @@ class SequentialMonteCarlo:
         # One-hidden-layer FCNs with quantized priors cache activations: a move costs O(examples).
         self.cached = isinstance(arch, FCN) and arch.depth == 2 and isinstance(prior, QuantizedUniform)
         self.x64 = self.x.double()
+        self.xt64, self.y8 = self.x64.reshape(len(self.x64), -1).T.contiguous(), self.y.to(torch.int8).contiguous()
 
     # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
     def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
         if isinstance(self.prior, Uniform):
-            return torch.randn(count, self.n_params, generator=rng, device=rng.device)
-        return self.prior.sample((count, self.n_params), rng)
+            return torch.randn(count, self.n_params, generator=rng, device=rng.device).to(self.x.device)
+        return self.prior.sample((count, self.n_params), rng, device=self.x.device)
 
     def _population(self, flat: torch.Tensor) -> Population:
         theta = flat
@@ -158,11 +163,19 @@ class SequentialMonteCarlo:
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
         quantized = isinstance(self.prior, QuantizedUniform)
+        kernel = native.load() if cache is not None and flat.device.type == "cpu" else None
+        proposals = max(1, self.n_params // NATIVE_ROUNDS_PER_SWEEP)
         while moves < self.max_moves:
             if moves >= self.min_moves and float(refreshed.mean()) >= self.refresh * self.n_params and \
                     _unique(flat) >= self.target_unique * len(flat):
                 break
-            if cache is not None:
+            if kernel is not None:
+                flat, moved = cache.native_moves(kernel, self.arch, self.prior, rng, flat, self.xt64, self.y8, seen,
+                                                 proposals)
+                refreshed += moved
+                moved = moved / proposals
+                cost = len(flat) * proposals // self.n_params  # in whole-network evaluations
+            elif cache is not None:
                 # Alternate single-parameter moves (any parameter) with moves of k input weights of one
                 # hidden unit; k adapts like the uncached block size.
                 if moves % 2 == 0:
@@ -239,7 +252,7 @@ class SequentialMonteCarlo:
 
 
 class FCNCache:
-    """Hidden pre-activations Z (N, n, h), outputs F (N, n) and output scales S (N, n) = sum_j
+    """Hidden pre-activations Z (N, h, n), outputs F (N, n) and output scales S (N, n) = sum_j
     |w2_j s_j h_j| + |b2| of one-hidden-layer FCN particles, in float64.
 
     Rows for new examples are computed from the parameters; a one-parameter move then updates
@@ -252,8 +265,8 @@ class FCNCache:
 
     @classmethod
     def empty(cls, arch: FCN, particles: int, examples: int, device) -> "FCNCache":
-        z = torch.zeros(particles, examples, arch.hidden[0], dtype=torch.float64, device=device)
-        return cls(z, torch.zeros(particles, examples, dtype=torch.float64, device=device), torch.zeros_like(z[..., 0]))
+        z = torch.zeros(particles, arch.hidden[0], examples, dtype=torch.float64, device=device)
+        return cls(z, torch.zeros(particles, examples, dtype=torch.float64, device=device), torch.zeros_like(z[:, 0]))
 
     @staticmethod
     def layout(arch: FCN) -> dict[str, int]:
@@ -270,7 +283,7 @@ class FCNCache:
         z = torch.matmul(x[start:stop], params["w1"].transpose(1, 2))
         if arch.bias:
             z = z + params["b1"].unsqueeze(1)
-        self.z[:, start:stop] = z
+        self.z[:, :, start:stop] = z.transpose(1, 2)
         terms = self._terms(arch, params, z)
         b2 = params["b2"][:, :1] if arch.bias else torch.zeros_like(terms[..., 0])
         self.f[:, start:stop] = terms.sum(-1) + b2
@@ -315,7 +328,7 @@ class FCNCache:
         unit = torch.where(in_w1, c // dim, torch.where(in_b1, c - at["b1"], torch.where(
             in_s1, c - at["s1"], torch.where(in_w2, c - at["w2"], torch.zeros_like(c)))))
         feature = torch.where(in_w1, c % dim, torch.zeros_like(c))
-        z_old = self.z[rows, :seen, unit]  # (N, seen)
+        z_old = self.z[rows, unit, :seen]  # (N, seen)
         step = torch.where(in_w1.unsqueeze(1), x[:seen, feature].T, torch.ones_like(z_old))
         z_new = z_old + (delta * (in_w1 | in_b1)).unsqueeze(1) * step
         scale_j = flat[rows, at["s1"] + unit].double() if arch.scaled else torch.ones_like(delta)
@@ -331,11 +344,29 @@ class FCNCache:
         kept = rows[keep]
         flat = flat.clone()
         flat[kept, c[keep]] = new[keep].to(flat.dtype)
-        self.z[kept, :seen, unit[keep]] = z_new[keep]
+        self.z[kept, unit[keep], :seen] = z_new[keep]
         self.f[kept, :seen] = f_new[keep]
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double()
 
+
+    def native_moves(self, kernel, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
+                     xt: torch.Tensor, y: torch.Tensor, seen: int, proposals: int,
+                     tail_share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+        """``proposals`` single-parameter moves per particle in the native kernel (CPU): each re-draws
+        one parameter to another level, uniformly (half the picks among biases, scales and readout),
+        and keeps it iff every seen example stays correct. ``xt`` is the (d, n) float64 transpose of
+        the inputs, ``y`` the int8 labels. Returns the new parameters and the accepted moves per particle."""
+        flat = flat.contiguous().clone()
+        levels = prior.level_tensor(torch.float32)
+        accepted = torch.zeros(len(flat), dtype=torch.int64)
+        key = int(torch.randint(1 << 62, (1,), generator=rng))
+        act = ("relu", "sign", "leaky-relu", "tanh").index(arch.activation)
+        kernel.tn_fcn1_moves(len(flat), flat.shape[1], arch.in_dim, arch.hidden[0], int(arch.bias), int(arch.scaled),
+                             act, xt.data_ptr(), xt.shape[1], y.data_ptr(), seen, flat.data_ptr(), self.z.data_ptr(),
+                             self.f.data_ptr(), self.scale.data_ptr(), levels.data_ptr(), len(levels), proposals,
+                             tail_share, key, 0, TIE, accepted.data_ptr())
+        return flat, accepted.double()
 
     def unit_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
                   x: torch.Tensor, y: torch.Tensor, seen: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +381,7 @@ class FCNCache:
         cols = at["w1"] + unit.unsqueeze(1) * dim + inputs  # (N, k)
         new = prior.sample((count, k), rng).to(flat.device).double()
         delta = new - flat.gather(1, cols).double()
-        z_old = self.z[rows, :seen, unit]
+        z_old = self.z[rows, unit, :seen]
         z_new = z_old + torch.einsum("nk,tnk->nt", delta, x[:seen][:, inputs])
         scale_j = flat[rows, at["s1"] + unit].double() if arch.scaled else torch.ones(count, dtype=torch.float64,
                                                                                          device=flat.device)
@@ -363,7 +394,7 @@ class FCNCache:
         kept = rows[keep]
         flat = flat.clone()
         flat[kept.unsqueeze(1), cols[keep]] = new[keep].to(flat.dtype)
-        self.z[kept, :seen, unit[keep]] = z_new[keep]
+        self.z[kept, unit[keep], :seen] = z_new[keep]
         self.f[kept, :seen] = f_new[keep]
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double() * k
