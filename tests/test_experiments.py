@@ -10,13 +10,19 @@ import pytest
 import torch
 
 from typicalnets.cli import main
-from typicalnets.experiments import RunConfig, build_task, parse_method, run_cell, student_bounds
+from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
+from typicalnets.experiments import (
+    RunConfig,
+    build_task,
+    parse_method,
+    run_cell,
+    student_bounds,
+)
 from typicalnets.nets import FCN, LeNet
+from typicalnets.priors import Uniform
 from typicalnets.report import volume_violations
 from typicalnets.samplers.sgd import train_sgd
-from typicalnets.data import Dataset
-from typicalnets.priors import Uniform
 
 
 def run_cli(*args) -> int:

@@ -13,8 +13,14 @@ from scipy.stats import chisquare
 
 from typicalnets import native
 from typicalnets.data import Dataset
-from typicalnets.fast import (FastChecker, NativeEngine, certified_interpolates, class_interleaved_order, draw_fast,
-                              quantized_codes)
+from typicalnets.fast import (
+    FastChecker,
+    NativeEngine,
+    certified_interpolates,
+    class_interleaved_order,
+    draw_fast,
+    quantized_codes,
+)
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
 from typicalnets.samplers.gc import GuessAndCheck, normalized_cross_entropy

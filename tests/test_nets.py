@@ -22,7 +22,16 @@ import pytest
 import torch
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import ARCH_NAMES, CNN, FCN, DiagonalLinear, LeNet, Population, arch_from_dict, build_arch
+from typicalnets.nets import (
+    ARCH_NAMES,
+    CNN,
+    FCN,
+    DiagonalLinear,
+    LeNet,
+    Population,
+    arch_from_dict,
+    build_arch,
+)
 from typicalnets.nets.base import LEAKY_RELU_SLOPE
 from typicalnets.priors import Gaussian, QuantizedUniform
 

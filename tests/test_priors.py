@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 
@@ -14,7 +13,13 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.priors import Gaussian, QuantizedUniform, Uniform, parse_prior, prior_from_dict
+from typicalnets.priors import (
+    Gaussian,
+    QuantizedUniform,
+    Uniform,
+    parse_prior,
+    prior_from_dict,
+)
 
 # Z-score bound for moment checks. Every check is run with a fixed seed, so the outcome is
 # deterministic; the bound only matters for what a *correct* implementation could produce with

@@ -10,13 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare, ks_2samp
-
 from test_gc import Q3, enumerate_population, function_ids
+
+from typicalnets import native
 from typicalnets.data import Dataset, boolean_cube
-from typicalnets.nets import FCN
+from typicalnets.fast import TIE, certified_interpolates
+from typicalnets.nets import FCN, Population
+from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Uniform
 from typicalnets.samplers import GuessAndCheck, sample
-from typicalnets.samplers.smc import SequentialMonteCarlo, sample_smc
+from typicalnets.samplers.smc import FCNCache, SequentialMonteCarlo, sample_smc
 from typicalnets.teachers import make_task, narrow_teacher
 
 
@@ -123,3 +126,33 @@ def test_smc_time_budget_reports_no_estimate():
                     progress=False)
     assert result.stop_reason == "time_limit" and result.count == 0
     assert math.isnan(result.log_prob_interpolate) and "before the last example" in result.message()
+
+
+@pytest.mark.skipif(native.load() is None, reason="no C compiler: the native moves are not built")
+@pytest.mark.parametrize("activation, bias, scaled", [("relu", True, False), ("tanh", True, True),
+                                                      ("leaky-relu", False, True), ("sign", False, False)])
+def test_native_moves_keep_the_cache_exact_and_every_particle_valid(activation, bias, scaled):
+    """After many native moves, the cached z, f and scale equal a fresh float64 computation from the
+    parameters (to rounding), and every particle still classifies every seen example (re-checked)."""
+    gen = torch.Generator().manual_seed(3)
+    arch = FCN(6, (5,), activation, bias, scaled)
+    x = torch.randn(40, 6, generator=gen).double()
+    smc_particles, seen = 24, 30
+    flat = Q3.sample((smc_particles * 50, arch.num_params()), gen)
+    probe = FCNCache.empty(arch, len(flat), len(x), "cpu")
+    probe.extend(arch, flat, x, 0, len(x))
+    decided = (probe.f.abs() > TIE * probe.scale).all(dim=1)
+    y = torch.where(probe.f[decided][0] > 0, 1, -1).to(torch.int8)  # labels that one particle fits
+    valid = (y[:seen].double() * probe.f[:, :seen] > TIE * probe.scale[:, :seen]).all(dim=1)
+    flat = flat[valid][:smc_particles]
+    cache = FCNCache.empty(arch, len(flat), len(x), "cpu")
+    cache.extend(arch, flat, x, 0, seen)
+    moved, accepted = cache.native_moves(native.load(), arch, Q3, gen, flat, x.T.contiguous(), y, seen, 3000)
+    assert 0 < float(accepted.mean()) < 3000 and not torch.equal(moved, flat)
+    assert set(moved.unique().tolist()) <= set(Q3.levels)
+    fresh = FCNCache.empty(arch, len(moved), len(x), "cpu")
+    fresh.extend(arch, moved, x, 0, seen)
+    for cached, recomputed in ((cache.z, fresh.z), (cache.f, fresh.f), (cache.scale, fresh.scale)):
+        torch.testing.assert_close(cached[..., :seen], recomputed[..., :seen], rtol=1e-9, atol=1e-9)
+    population = Population(arch, Q3, split_flat(arch, moved))
+    assert certified_interpolates(population, x[:seen].float(), y[:seen]).all()

@@ -28,7 +28,8 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.experiments import RunConfig, load_teacher, run_experiment
 from typicalnets.nets import ARCH_NAMES, Population, build_arch
 from typicalnets.priors import parse_prior
-from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc, sample as run_sampler
+from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc
+from typicalnets.samplers import sample as run_sampler
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import check_output_dir, staged_output, write_json
 from typicalnets.theory import bound_report, c_tilde_for, plot_epsilon_vs_n

@@ -432,7 +432,9 @@ def load_labelled(source: str | os.PathLike, data_dir: str | os.PathLike | None 
 
 
 def _load_digits() -> LabelledData:
-    from sklearn.datasets import load_digits  # imported here because scikit-learn is slow to import
+    from sklearn.datasets import (
+        load_digits,  # imported here because scikit-learn is slow to import
+    )
 
     digits = load_digits()
     images = digits.images.astype(np.uint8)[:, None]

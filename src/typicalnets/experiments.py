@@ -30,7 +30,14 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -38,8 +45,14 @@ from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Architecture, LeNet, Population
 from typicalnets.priors import Prior, QuantizedUniform, parse_prior
-from typicalnets.report import (accuracy_intervals, error_quantiles, plot_accuracy_vs_n, plot_error_vs_n,
-                                plot_volume_vs_n, volume_violations)
+from typicalnets.report import (
+    accuracy_intervals,
+    error_quantiles,
+    plot_accuracy_vs_n,
+    plot_error_vs_n,
+    plot_volume_vs_n,
+    volume_violations,
+)
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json

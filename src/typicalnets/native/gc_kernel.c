@@ -404,6 +404,50 @@ static inline uint32_t bounded(uint64_t *state, uint32_t range, uint32_t thresho
     }
 }
 
+/* The rows of a move that shifts unit j's pre-activations by delta * row[e] (row = x_i, or ones for
+ * the bias): new z, f, s into tz, tf, ts; returns 1 iff every seen example stays correct. Chunks of
+ * 16 examples are checked branch-free (they vectorize), and a chunk with a mistake ends the move. */
+static inline __attribute__((always_inline)) int shift_unit(const int act, const double *zj, const double *row,
+                                                            double delta, double wj, const double *fp,
+                                                            const double *sp, const int8_t *y, int seen, double tie,
+                                                            double *tz, double *tf, double *ts) {
+    for (int e = 0; e < seen; e += 16) {
+        const int end = e + 16 < seen ? e + 16 : seen;
+        int bad = 0;
+        for (int k = e; k < end; k++) {
+            const double zo = zj[k], zn = zo + delta * row[k];
+            const double ao = wj * activate64(zo, act), an = wj * activate64(zn, act);
+            tz[k] = zn, tf[k] = fp[k] + an - ao, ts[k] = sp[k] + fabs(an) - fabs(ao);
+            bad |= !((double)y[k] * tf[k] > tie * ts[k]);
+        }
+        if (bad) return 0;
+    }
+    return 1;
+}
+
+/* The rows of a move that changes unit j's output weight from wo to wn (a = act(z_j)). */
+static inline __attribute__((always_inline)) int reweigh_unit(const int act, const double *zj, double wo, double wn,
+                                                              const double *fp, const double *sp, const int8_t *y,
+                                                              int seen, double tie, double *tf, double *ts) {
+    for (int e = 0; e < seen; e += 16) {
+        const int end = e + 16 < seen ? e + 16 : seen;
+        int bad = 0;
+        for (int k = e; k < end; k++) {
+            const double a = activate64(zj[k], act), ao = wo * a, an = wn * a;
+            tf[k] = fp[k] + an - ao, ts[k] = sp[k] + fabs(an) - fabs(ao);
+            bad |= !((double)y[k] * tf[k] > tie * ts[k]);
+        }
+        if (bad) return 0;
+    }
+    return 1;
+}
+
+#define BY_ACTIVATION(call)                   \
+    (act == ACT_RELU    ? call(ACT_RELU)      \
+     : act == ACT_SIGN  ? call(ACT_SIGN)      \
+     : act == ACT_LEAKY ? call(ACT_LEAKY)     \
+                        : call(ACT_TANH))
+
 /* Proposals per particle; returns accepted moves per particle in accepted[]. */
 void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, int scaled, int act,
                    const double *xt, int ld, const int8_t *y, int seen, float *flat, double *z, double *f,
@@ -417,7 +461,8 @@ void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, 
 #pragma omp parallel
     {
         double *tz = malloc(sizeof(double) * (seen + 1)), *tf = malloc(sizeof(double) * (seen + 1)),
-               *ts = malloc(sizeof(double) * (seen + 1));
+               *ts = malloc(sizeof(double) * (seen + 1)), *ones = malloc(sizeof(double) * (seen + 1));
+        for (int e = 0; e < seen; e++) ones[e] = 1.0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < particles; p++) {
             uint64_t rng = key ^ ((uint64_t)(first_id + p) * 0xD1342543DE82EF95ull);
@@ -438,19 +483,16 @@ void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, 
                 int ok = 1;
                 if (c < s1) { /* w1[j, i] or b1[j]: column j of z moves by delta * x_i (or delta) */
                     const int j = c < b1 ? (int)(c / d) : (int)(c - b1);
-                    const double *row = c < b1 ? xt + (c % d) * (int64_t)ld : NULL;
+                    const double *row = c < b1 ? xt + (c % d) * (int64_t)ld : ones;
                     const double delta = (double)new - (double)old;
                     const double wj = (double)th[w2 + j] * (scaled ? (double)th[s1 + j] : 1.0);
                     double *zj = zp + (int64_t)j * ld;
                     if (wj == 0.0) { /* the unit does not reach the output: always valid */
-                        for (int e = 0; e < seen; e++) zj[e] += delta * (row ? row[e] : 1.0);
+                        for (int e = 0; e < seen; e++) zj[e] += delta * row[e];
                     } else {
-                        for (int e = 0; e < seen && ok; e++) {
-                            const double zo = zj[e], zn = zo + delta * (row ? row[e] : 1.0);
-                            const double ao = wj * activate64(zo, act), an = wj * activate64(zn, act);
-                            tz[e] = zn, tf[e] = fp[e] + an - ao, ts[e] = sp[e] + fabs(an) - fabs(ao);
-                            ok = y[e] * tf[e] > tie * ts[e];
-                        }
+#define SHIFT(a) shift_unit(a, zj, row, delta, wj, fp, sp, y, seen, tie, tz, tf, ts)
+                        ok = BY_ACTIVATION(SHIFT);
+#undef SHIFT
                         if (ok) {
                             memcpy(zj, tz, sizeof(double) * seen);
                             memcpy(fp, tf, sizeof(double) * seen);
@@ -463,16 +505,14 @@ void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, 
                     const double sj = scaled ? (c < w2 ? (double)new : (double)th[s1 + j]) : 1.0;
                     const double wo = (double)th[w2 + j] * (scaled ? (double)th[s1 + j] : 1.0), wn = w2j * sj;
                     const double *zj = zp + (int64_t)j * ld;
-                    for (int e = 0; e < seen && ok; e++) {
-                        const double a = activate64(zj[e], act), ao = wo * a, an = wn * a;
-                        tf[e] = fp[e] + an - ao, ts[e] = sp[e] + fabs(an) - fabs(ao);
-                        ok = y[e] * tf[e] > tie * ts[e];
-                    }
+#define REWEIGH(a) reweigh_unit(a, zj, wo, wn, fp, sp, y, seen, tie, tf, ts)
+                    ok = BY_ACTIVATION(REWEIGH);
+#undef REWEIGH
                     if (ok) {
                         memcpy(fp, tf, sizeof(double) * seen);
                         memcpy(sp, ts, sizeof(double) * seen);
                     }
-                } else { /* b2 */
+                } else { /* b2: every output moves by the same amount */
                     const double bo = (double)old, bn = (double)new;
                     for (int e = 0; e < seen && ok; e++) {
                         tf[e] = fp[e] + (bn - bo), ts[e] = sp[e] + fabs(bn) - fabs(bo);
@@ -487,6 +527,6 @@ void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, 
             }
             accepted[p] = kept;
         }
-        free(tz), free(tf), free(ts);
+        free(tz), free(tf), free(ts), free(ones);
     }
 }

@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import ACTIVATIONS, Architecture, check_activation, check_widths
+from typicalnets.nets.base import (
+    ACTIVATIONS,
+    Architecture,
+    check_activation,
+    check_widths,
+)
 
 
 def _per_layer(value, count: int, what: str) -> tuple[int, ...]:

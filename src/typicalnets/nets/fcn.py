@@ -12,8 +12,13 @@ from typing import ClassVar
 
 import torch
 
-from typicalnets.nets.base import ACTIVATIONS, Architecture, check_activation, check_widths
 from typicalnets.errors import TypicalnetsError
+from typicalnets.nets.base import (
+    ACTIVATIONS,
+    Architecture,
+    check_activation,
+    check_widths,
+)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Samplers of typical interpolators, sharing one protocol (see ``samplers.base``)."""
 
-from typicalnets.samplers.base import SampleResult, Sampler, clopper_pearson, sample
+from typicalnets.samplers.base import Sampler, SampleResult, clopper_pearson, sample
 from typicalnets.samplers.gc import GCInfo, GCState, GuessAndCheck
 from typicalnets.samplers.smc import SequentialMonteCarlo, SMCInfo, SMCState, sample_smc
 

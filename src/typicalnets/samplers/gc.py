@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from typicalnets import native
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import DEFAULT_MARGIN, FastChecker, NativeEngine, certified_interpolates, draw_fast
+from typicalnets.fast import (
+    DEFAULT_MARGIN,
+    FastChecker,
+    NativeEngine,
+    certified_interpolates,
+    draw_fast,
+)
 from typicalnets.nets import FCN, Architecture, DiagonalLinear, Population
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior
