@@ -2,9 +2,12 @@
 
     python benchmarks/smc_validation.py            # table
     python benchmarks/smc_validation.py --json     # one JSON object per line
+    python benchmarks/smc_validation.py --task reach --n 8,16 --count 100 --particles 100 --refresh 0.5
 
-Task: Gaussian inputs in d = 4 labelled by a narrow FCN teacher of width 2 (weights in {-1, 0, 1});
-student FCN 4-8-1 with the same prior. For each n, G&C draws --count interpolators and SMC
+Task "small": Gaussian inputs in d = 4 labelled by a narrow FCN teacher of width 2 (weights in
+{-1, 0, 1}); student FCN 4-8-1 with the same prior. Task "reach": the reach task of
+benchmarks/smc_reach.py and gc_reach.py (d = 784, student 784-32-1, same seed), to check the SMC
+settings used there. For each n, G&C draws --count interpolators and SMC
 --repeats runs of --particles particles. A row passes when the two 95% intervals for
 ln P(L_S = 0) overlap and a two-sample KS test of the samples' test errors does not reject at 1%.
 """
@@ -32,22 +35,26 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--task", choices=["small", "reach"], default="small")
+    parser.add_argument("--refresh", type=float, default=1.0, help="SMC: accepted moves per particle per step, in sweeps")
     args = parser.parse_args()
     prior = QuantizedUniform.evenly_spaced(3)
     gen = torch.Generator().manual_seed(args.seed)
-    teacher = narrow_teacher(FCN(4, (2,)), prior, gen)
+    d, width = (4, 8) if args.task == "small" else (784, 32)
+    teacher = narrow_teacher(FCN(d, (2,)), prior, gen)
     sizes = [int(v) for v in args.n.split(",")]
-    task = make_task(teacher, max(sizes), 10_000, gen)
-    student = FCN(4, (8,))
+    task = make_task(teacher, max(sizes), 10_000 if args.task == "small" else 2000, gen)
+    student = FCN(d, (width,))
     if not args.json:
         print(f"{'n':>3} {'G&C ln P (95% CI)':>28} {'SMC ln P (95% CI)':>28} {'overlap':>8} {'KS p':>7} "
               f"{'G&C s':>6} {'SMC s':>6}")
     failures = 0
     for n in sizes:
         train = task.train.head(n)
-        gc = sample(GuessAndCheck(student, prior, train), gen, args.count, max_draws=10**9, progress=False)
-        smc = sample_smc(lambda: SequentialMonteCarlo(student, prior, train, args.particles), gen, args.count,
-                         args.repeats, progress=False)
+        gc = sample(GuessAndCheck(student, prior, train, batch_size=1 << 16), gen, args.count, max_draws=10**10,
+                    progress=False)
+        smc = sample_smc(lambda: SequentialMonteCarlo(student, prior, train, args.particles, refresh=args.refresh),
+                         gen, args.count, args.repeats, progress=False)
         gc_ci, smc_ci = gc.log_prob_interpolate_ci, smc.log_prob_interpolate_ci
         overlap = smc_ci[0] <= gc_ci[1] and gc_ci[0] <= smc_ci[1]
         ks = ks_2samp(gc.population.errors(task.test.x, task.test.y).numpy(),

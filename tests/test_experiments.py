@@ -149,3 +149,15 @@ def test_sgd_without_stop_trains_every_network_for_the_whole_budget():
     batched = train_sgd(arch, Uniform(1.0), data, 2, gen, lr=0.5, batch_size=2, epochs=3, stop_at_zero=False,
                         progress=False)
     assert batched.step_count == 6  # 3 epochs of 2 mini-batches
+
+
+def test_random_labels_are_coin_flips_without_a_bound():
+    config = RunConfig.build({"random_labels": True, "n": "32", "n_test": 4000})
+    task = build_task(config, 0)
+    teacher_labels = build_task(RunConfig.build({"n": "32", "n_test": 4000}), 0).test.y
+    assert torch.equal(task.test.x, build_task(RunConfig.build({"n": "32", "n_test": 4000}), 0).test.x)
+    # Independent fair coins: agreement with the teacher is 1/2 up to sampling error (sd 0.008 at 4000).
+    assert abs(float((task.test.y == teacher_labels).float().mean()) - 0.5) < 0.04
+    assert set(task.train.y.tolist()) <= {-1, 1} and student_bounds(config, task) == {}
+    with pytest.raises(TypicalnetsError, match="random_labels"):
+        RunConfig.build({"random_labels": True, "dataset": "digits"})

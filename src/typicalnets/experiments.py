@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +119,8 @@ class RunConfig(BaseModel):
     device: Literal["cpu", "cuda"] = Field("cpu", description="where samplers and SGD run")
     engine: Literal["fast", "native", "torch", "baseline"] = Field("fast", description="G&C engine")
     label_noise: float = Field(0.0, ge=0.0, lt=0.5, description="probability of flipping each training label")
+    random_labels: bool = Field(False, description="replace every train and test label by a fair coin flip "
+                                                   "(no teacher: nothing to generalize)")
     max_majority: float = Field(0.75, ge=0.5, le=1.0, description="largest majority-label share of the teacher")
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
     time_limit: float = Field(300.0, gt=0, description="G&C time budget per cell, seconds")
@@ -126,6 +128,7 @@ class RunConfig(BaseModel):
     smc_fallback: bool = Field(True, description="re-run by SMC the G&C cells that run out of budget")
     smc_particles: int = Field(1000, ge=2, description="SMC particles per run")
     smc_repeats: int = Field(4, ge=1, description="independent SMC runs per cell (>= 2 gives an interval)")
+    smc_refresh: float = Field(1.0, gt=0, description="SMC: accepted moves per particle per step, in sweeps")
     sgd_init: Literal["prior", "standard"] = "prior"
     sgd_loss: Literal["logistic", "hinge"] = "logistic"
     sgd_lr: float = Field(0.1, gt=0)
@@ -178,6 +181,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"classes must be a pair A,B, got {self.classes}")
         if not self.dataset and (self.classes or self.data_dir):
             raise ValueError("classes and data_dir apply only with a dataset; set dataset or drop them")
+        if self.dataset and self.random_labels:
+            raise ValueError("random_labels replaces a teacher's labels; drop it with a dataset")
         if self.dataset and self.teacher:
             raise ValueError("a dataset has its own labels; drop teacher (or dataset)")
         students = [parse_method(m)[1:] for m in self.methods]
@@ -253,7 +258,12 @@ def build_task(config: RunConfig, seed: int) -> Task:
         teacher = load_teacher(config)
     else:
         teacher = narrow_teacher(config.teacher_arch(), config.prior_obj, gen, config.input, config.max_majority)
-    return make_task(teacher, max(config.n), config.n_test, gen, config.input, config.label_noise)
+    task = make_task(teacher, max(config.n), config.n_test, gen, config.input, config.label_noise)
+    if config.random_labels:
+        train_y, test_y = (2 * torch.randint(2, (count,), generator=gen) - 1 for count in (task.train.n, task.test.n))
+        task = replace(task, train=Dataset(task.train.x, train_y.to(torch.int8)),
+                       test=Dataset(task.test.x, test_y.to(torch.int8)))
+    return task
 
 
 def _inputs_for(arch: Architecture, data: Dataset) -> Dataset:
@@ -288,7 +298,7 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
         if sampler == "smc" or (result.count < config.count and config.smc_fallback):
             sampler = "smc"
             result = sample_smc(lambda: SequentialMonteCarlo(arch, config.prior_obj, train, config.smc_particles,
-                                                             device=device),
+                                                             refresh=config.smc_refresh, device=device),
                                 rng, config.count, config.smc_repeats, progress=progress)
         population, draws = result.population, result.draws
         log_low, log_high = result.log_prob_interpolate_ci
@@ -326,7 +336,8 @@ def student_bounds(config: RunConfig, task: Task) -> dict[str, float]:
     """C~ (nats) of each G&C/SMC method's student for this task's teacher: teacher-specific, with the
     placement term where it is proven (``typicalnets.theory.c_tilde_for``). Only noiseless
     teacher-student tasks with a quantized prior have one."""
-    if task.teacher is None or config.label_noise > 0 or not isinstance(config.prior_obj, QuantizedUniform):
+    if task.teacher is None or config.label_noise > 0 or config.random_labels or \
+            not isinstance(config.prior_obj, QuantizedUniform):
         return {}
     bounds = {}
     for method in config.methods:
