@@ -13,7 +13,11 @@ The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t co
      independent prior proposal under a flat prior times an indicator is the indicator itself).
      k adapts between sweeps (halved below 20% acceptance, doubled above 50%), and sweeps go on
      until the accepted re-draws per particle reach ``refresh`` times the parameter count and
-     ``target_unique`` of the particles are distinct (at least ``min_moves``, at most ``max_moves``);
+     ``target_unique`` of the particles are distinct (at least ``min_moves``, at most ``max_moves``).
+     One-hidden-layer FCN particles keep their activations cached (``FCNCache``) and, on the
+     CPU, move in the native kernel: one parameter at a time to a uniformly chosen other level
+     (a symmetric proposal, so the acceptance ratio is again the indicator), in rounds of 1/8
+     sweep until the accepted moves per particle reach ``refresh`` sweeps;
    - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010) with the
      indicator as likelihood, so every slice is the constraint set itself;
    - uniform priors U[-a, a]: the same in z-space, theta = a (2 Phi(z) - 1) with z ~ N(0, I),
@@ -348,7 +352,6 @@ class FCNCache:
         self.f[kept, :seen] = f_new[keep]
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double()
-
 
     def native_moves(self, kernel, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
                      xt: torch.Tensor, y: torch.Tensor, seen: int, proposals: int,
