@@ -29,9 +29,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
-from scipy.stats import t as student_t  # noqa: E402
 
 from typicalnets.experiments import RunConfig, run_experiment  # noqa: E402
+from typicalnets.samplers.base import mean_t_interval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 IMG = ROOT.parent / "img"
@@ -55,10 +55,8 @@ def over_seeds(cells: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean over seeds of a per-cell value, with a 95% t-interval over seeds."""
     rows = []
     for (method, n), part in cells.groupby(["method", "n"], sort=False):
-        values = part[value].to_numpy(dtype=float)
-        half = float(student_t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))) \
-            if len(values) > 1 else math.nan
-        rows.append({"method": method, "n": n, "mean": values.mean(), "half": half, "seeds": len(values)})
+        mean, half = mean_t_interval(part[value].to_numpy(dtype=float))
+        rows.append({"method": method, "n": n, "mean": mean, "half": half, "seeds": len(part)})
     return pd.DataFrame(rows)
 
 

@@ -417,30 +417,25 @@ def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progre
     return table
 
 
+def _table_by_n(title: str, frame: pd.DataFrame, sizes: list, cell) -> Table:
+    """One row per method, one column per n; ``cell(row)`` formats a (method, n) row of ``frame``."""
+    view = Table(title=title)
+    view.add_column("method")
+    for n in sizes:
+        view.add_column(f"n={n}", justify="right")
+    for method, part in frame.groupby("method", sort=False):
+        by_n = part.set_index("n")
+        view.add_row(method, *(cell(by_n.loc[n]) if n in by_n.index else "-" for n in sizes))
+    return view
+
+
 def print_summary(table: pd.DataFrame, console: Console) -> None:
     if not len(table):
         console.print("no networks were produced; every cell ran out of budget")
         return
     quantiles = error_quantiles(table)
-    view = Table(title="test error: median [IQR] (networks)")
-    view.add_column("method")
     sizes = sorted(quantiles["n"].unique())
-    for n in sizes:
-        view.add_column(f"n={n}", justify="right")
-    for method, part in quantiles.groupby("method", sort=False):
-        by_n = part.set_index("n")
-        view.add_row(method, *(
-            f"{by_n.at[n, 'median']:.3f} [{by_n.at[n, 'q25']:.3f}-{by_n.at[n, 'q75']:.3f}] ({by_n.at[n, 'networks']})"
-            if n in by_n.index else "-" for n in sizes))
-    console.print(view)
-    accuracy = accuracy_intervals(table)
-    view = Table(title="test accuracy: mean ± 95% interval")
-    view.add_column("method")
-    for n in sizes:
-        view.add_column(f"n={n}", justify="right")
-    for method, part in accuracy.groupby("method", sort=False):
-        by_n = part.set_index("n")
-        view.add_row(method, *(
-            f"{by_n.at[n, 'accuracy_mean']:.3f} ± {(by_n.at[n, 'accuracy_ci_high'] - by_n.at[n, 'accuracy_mean']):.3f}"
-            if n in by_n.index else "-" for n in sizes))
-    console.print(view)
+    console.print(_table_by_n("test error: median [IQR] (networks)", quantiles, sizes,
+                              lambda r: f"{r['median']:.3f} [{r['q25']:.3f}-{r['q75']:.3f}] ({r['networks']})"))
+    console.print(_table_by_n("test accuracy: mean ± 95% interval", accuracy_intervals(table), sizes,
+                              lambda r: f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci_high'] - r['accuracy_mean']:.3f}"))

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # file output only; no display needed
-import math  # noqa: E402
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy.stats import t as student_t  # noqa: E402
 
-CONFIDENCE = 0.95
+from typicalnets.samplers.base import mean_t_interval  # noqa: E402
+
+
+def _save_against_n(fig, ax, path: Path, ylabel: str, title: str) -> None:
+    """The common frame of every plot against n (log2 axis), written to ``path``."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training examples n")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def error_quantiles(rows: pd.DataFrame) -> pd.DataFrame:
@@ -33,12 +44,9 @@ def accuracy_intervals(rows: pd.DataFrame) -> pd.DataFrame:
     for that set (and seed), not about the spread over training sets."""
     records = []
     for (method, n), part in rows.groupby(["method", "n"], sort=False):
-        accuracy = 1.0 - part["test_error"].to_numpy(dtype=float)
-        mean, count = float(accuracy.mean()), len(accuracy)
-        half = float(student_t.ppf(0.5 + CONFIDENCE / 2, count - 1) * accuracy.std(ddof=1) / math.sqrt(count)) \
-            if count > 1 else math.nan
+        mean, half = mean_t_interval(1.0 - part["test_error"].to_numpy(dtype=float))
         records.append({"method": method, "n": n, "accuracy_mean": mean, "accuracy_ci_low": mean - half,
-                        "accuracy_ci_high": mean + half, "networks": count})
+                        "accuracy_ci_high": mean + half, "networks": len(part)})
     return pd.DataFrame(records, columns=["method", "n", "accuracy_mean", "accuracy_ci_low", "accuracy_ci_high",
                                           "networks"])
 
@@ -53,15 +61,7 @@ def plot_accuracy_vs_n(rows: pd.DataFrame, path: Path, title: str = "") -> None:
                     yerr=[part["accuracy_mean"] - part["accuracy_ci_low"], part["accuracy_ci_high"] - part["accuracy_mean"]],
                     marker="o", capsize=3, label=method)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples n")
-    ax.set_ylabel("test accuracy (mean, 95% interval)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_against_n(fig, ax, path, "test accuracy (mean, 95% interval)", title)
 
 
 def plot_error_vs_n(rows: pd.DataFrame, path: Path, title: str = "", bounds: dict[str, float] | None = None,
@@ -80,16 +80,8 @@ def plot_error_vs_n(rows: pd.DataFrame, path: Path, title: str = "", bounds: dic
             grid = np.geomspace(part["n"].min(), part["n"].max(), 50)
             ax.plot(grid, (bounds[method] + math.log(1 / delta)) / grid, ls="--", color=line.get_color(), lw=1,
                     label=f"{method} bound (C~={bounds[method]:.1f})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples n")
-    ax.set_ylabel("test error (median, IQR shaded)")
     ax.set_ylim(0, 1.0)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_against_n(fig, ax, path, "test error (median, IQR shaded)", title)
 
 
 def volume_violations(cells: pd.DataFrame, bounds: dict[str, float]) -> pd.DataFrame:
@@ -120,12 +112,4 @@ def plot_volume_vs_n(cells: pd.DataFrame, path: Path, bounds: dict[str, float], 
     if len(bad):
         ax.scatter(bad["n"], -bad["log_prob_interpolate"].replace(-np.inf, np.nan), s=160, facecolors="none",
                    edgecolors="red", linewidths=2, label="exceeds C~ (violation)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples n")
-    ax.set_ylabel("-ln P(L_S = 0)  (95% interval shaded)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_against_n(fig, ax, path, "-ln P(L_S = 0)  (95% interval shaded)", title)

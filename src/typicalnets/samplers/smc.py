@@ -37,7 +37,6 @@ from dataclasses import replace
 from typing import Callable, NamedTuple
 
 import torch
-from scipy.stats import t as student_t
 
 from typicalnets import native
 from typicalnets.data import Dataset
@@ -47,7 +46,7 @@ from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
-from typicalnets.samplers.base import CONFIDENCE, SampleResult, sample
+from typicalnets.samplers.base import SampleResult, mean_t_interval, sample
 
 DEFAULT_PARTICLES = 1000
 # The native moves run in rounds of 1/8 sweep (n_params / 8 proposals per particle), so the adaptive
@@ -436,9 +435,8 @@ def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Gene
     complete = len(runs) == repeats and all(r.stop_reason == "count" for r in runs)
     interval = (math.nan, math.nan)
     if complete and repeats >= 2:
-        values = torch.tensor(estimates, dtype=torch.float64)
-        half = float(student_t.ppf(0.5 + CONFIDENCE / 2, repeats - 1) * values.std() / math.sqrt(repeats))
-        interval = (float(values.mean()) - half, float(values.mean()) + half)
+        mean, half = mean_t_interval(estimates)
+        interval = (mean - half, mean + half)
     shares = [count // repeats + (1 if i < count % repeats else 0) for i in range(repeats)]
     pooled = [r.population[: share] for r, share in zip(runs, shares) if r.stop_reason == "count"]
     population = Population.concat(pooled) if pooled else runs[0].population
