@@ -7,9 +7,13 @@
 Cases: n in {2, 16, 32} training examples of a 2-class MNIST-shaped task (1x28x28 images: shifted
 crops of two smooth class prototypes plus noise, standardised); LeNet-5 at width 0.5 with U[-1, 1] weights, and an
 FCN 784-32-1 with weights uniform over {-1, 0, 1}. Each method runs for --seconds after one
-warm-up step. networks/s counts drawn networks; network-examples/s counts the (network, example)
-forwards actually evaluated (early rejection evaluates far fewer than networks x n); the FLOP
-fraction is useful forward FLOPs per second over the device's nominal fp32 peak.
+warm-up step, in --rounds interleaved rounds (so drift in a shared machine's speed hits every
+method alike); the last column gives the lowest and highest speed-up over the rounds.
+networks/s counts drawn networks (the native engine's mirrored pairs count as the two prior draws
+they are; ``--ablations`` also measures it without them); network-examples/s counts the forward
+passes actually evaluated (early rejection evaluates far fewer than networks x n, and one forward
+decides both networks of a mirrored pair on the first example); the FLOP fraction is useful forward
+FLOPs per second over the device's nominal fp32 peak (the clock /proc/cpuinfo reports).
 """
 
 from __future__ import annotations
@@ -66,21 +70,34 @@ def peak_flops(device: str) -> float:
     return torch.get_num_threads() * 2 * lanes * 2 * max(mhz) * 1e6
 
 
-def measure(sampler: GuessAndCheck, device: str, seconds: float, seed: int = 0) -> tuple[float, float, int]:
-    """(networks/s, network-examples/s, draws) over ``seconds`` after one warm-up step."""
-    rng = torch.Generator(device=device).manual_seed(seed)
-    state = sampler.init()
-    sampler.step(rng, state)
-    draws = examples = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _, info = sampler.step(rng, state)
-        draws += info.draws
-        examples += info.network_examples
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    return draws / elapsed, examples / elapsed, draws
+def measure(samplers: list[GuessAndCheck], device: str, seconds: float, rounds: int,
+            seed: int = 0) -> list[dict]:
+    """Networks/s, network-examples/s and draws of each sampler over ``seconds``, interleaved: after
+    one warm-up step each, ``rounds`` rounds give every sampler seconds / rounds in turn, so a
+    machine whose speed drifts (shared, virtualised CPUs) slows all of them alike. Each sampler's
+    rate in each round is kept too, for the spread of the speed-ups."""
+    rngs = [torch.Generator(device=device).manual_seed(seed) for _ in samplers]
+    states = [sampler.init() for sampler in samplers]
+    for sampler, rng, state in zip(samplers, rngs, states):
+        sampler.step(rng, state)
+    totals = [{"draws": 0, "examples": 0, "accepted": 0, "seconds": 0.0, "rates": []} for _ in samplers]
+    for _ in range(rounds):
+        for sampler, rng, state, total in zip(samplers, rngs, states, totals):
+            draws = examples = accepted = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds:
+                _, info = sampler.step(rng, state)
+                draws, examples, accepted = draws + info.draws, examples + info.network_examples, accepted + info.accepted
+            if device == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            total["draws"] += draws
+            total["examples"] += examples
+            total["accepted"] += accepted
+            total["seconds"] += elapsed
+            total["rates"].append(draws / elapsed)
+    return [{"networks_per_s": t["draws"] / t["seconds"], "network_examples_per_s": t["examples"] / t["seconds"],
+             "draws": t["draws"], "accepted": t["accepted"], "round_rates": t["rates"]} for t in totals]
 
 
 def draw_rate(arch, prior, device: str, how: str, seconds: float) -> float:
@@ -103,7 +120,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--n", default="2,16,32", help="training-set sizes")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per method and case")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per method and case")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds the measuring time is split into")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--ablations", action="store_true", help="also measure each idea of the fast engine alone")
     parser.add_argument("--baseline-batch", type=int, default=None, help="baseline networks per batch")
@@ -119,7 +137,8 @@ def main() -> int:
     device_name = torch.cuda.get_device_name(0) if cuda else f"cpu x{torch.get_num_threads()}"
     if not args.json:
         print(f"device: {device_name}, nominal fp32 peak {peak / 1e9:.0f} GFLOP/s")
-        print(f"{'case':<12} {'n':>3} {'method':<28} {'networks/s':>12} {'net-examples/s':>16} {'peak %':>7} {'speed-up':>9}")
+        print(f"{'case':<12} {'n':>3} {'method':<36} {'networks/s':>12} {'net-examples/s':>16} {'peak %':>7} "
+              f"{'speed-up':>9} {'(rounds)':>9}")
     for case in args.cases.split(","):
         arch, prior = CASES[case]
         flops = flops_per_example(arch)
@@ -127,9 +146,13 @@ def main() -> int:
             data = mnist_shaped(n)
             if isinstance(arch, FCN):
                 data = Dataset(data.x.flatten(1), data.y)
+            fast = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="fast")
             methods = [("baseline", GuessAndCheck(arch, prior, data, baseline_batch, args.device, engine="baseline")),
-                       ("fast", GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="fast"))]
+                       ("fast", fast)]
             if args.ablations:
+                if fast.engine == "native" and fast.draws_per_trial == 2:
+                    methods.append(("ablation:native-no-mirror", GuessAndCheck(arch, prior, data, fast_batch, args.device,
+                                                                               engine="native", mirror=False)))
                 torch_engine = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
@@ -139,20 +162,26 @@ def main() -> int:
                     im2col = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                     im2col.checker = FastChecker(arch, data, device=args.device, grouped=False)
                     methods.append(("ablation:torch-im2col-bmm", im2col))
-            base_rate = None
-            for method, sampler in methods:
-                rate, example_rate, _ = measure(sampler, args.device, args.seconds)
-                base_rate = base_rate or rate
+            results = measure([sampler for _, sampler in methods], args.device, args.seconds, args.rounds)
+            base = results[0]
+            for (method, sampler), result in zip(methods, results):
+                round_speedups = [r / b for r, b in zip(result["round_rates"], base["round_rates"])]
                 row = {"method": method, "engine": sampler.engine, "arch": case, "device": args.device, "n": n,
-                       "networks_per_s": rate, "network_examples_per_s": example_rate,
-                       "flop_fraction": example_rate * flops / peak, "speedup": rate / base_rate,
-                       "batch": sampler.batch_size, "device_name": device_name}
+                       "networks_per_s": result["networks_per_s"],
+                       "network_examples_per_s": result["network_examples_per_s"],
+                       "flop_fraction": result["network_examples_per_s"] * flops / peak,
+                       "speedup": result["networks_per_s"] / base["networks_per_s"],
+                       "speedup_min": min(round_speedups), "speedup_max": max(round_speedups),
+                       "draws": result["draws"], "accepted": result["accepted"],
+                       "draws_per_trial": sampler.draws_per_trial, "batch": sampler.batch_size,
+                       "device_name": device_name}
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:
-                    print(f"{case:<12} {n:>3} {method + ' (' + sampler.engine + ')':<28} {rate:>12,.0f} "
-                          f"{example_rate:>16,.0f} {100 * row['flop_fraction']:>6.2f}% {row['speedup']:>8.1f}x",
-                          flush=True)
+                    spread = f"{row['speedup_min']:.0f}-{row['speedup_max']:.0f}" if method != "baseline" else ""
+                    print(f"{case:<12} {n:>3} {method + ' (' + sampler.engine + ')':<36} {row['networks_per_s']:>12,.0f} "
+                          f"{row['network_examples_per_s']:>16,.0f} {100 * row['flop_fraction']:>6.2f}% "
+                          f"{row['speedup']:>8.1f}x {spread:>9}", flush=True)
         if args.ablations:
             for how in ("prior", "raw-bits"):
                 rate = draw_rate(arch, prior, args.device, how, args.seconds)
@@ -160,7 +189,7 @@ def main() -> int:
                     print(json.dumps({"method": f"ablation:draw-{how}", "arch": case, "device": args.device,
                                       "networks_per_s": rate}), flush=True)
                 else:
-                    print(f"{case:<12} {'-':>3} {'ablation:draw-only ' + how:<28} {rate:>12,.0f}", flush=True)
+                    print(f"{case:<12} {'-':>3} {'ablation:draw-only ' + how:<36} {rate:>12,.0f}", flush=True)
     return 0
 
 

@@ -33,14 +33,14 @@ NEEDS_A_HARD_FIT = (
 EXPECTED_FAILURES = {
     "sgd": {},
     "gc": dict.fromkeys(NEEDS_A_HARD_FIT + ("check_estimators_nan_inf",),
-                        "G&C accepts none of 16,384 draws on the check's random or overlapping examples"),
+                        "G&C accepts none of 65,536 draws on the check's random or overlapping examples"),
     "smc": dict.fromkeys(NEEDS_A_HARD_FIT, "all 256 SMC particles die on the check's random or overlapping examples"),
 }
 # Seeded: with random_state=None each fit draws a fresh seed, and whether SMC interpolates a check's
 # data (a strict expected failure) would then change from run to run.
 CHECKED = [
     TypicalInterpolatorClassifier(sampler="sgd", widths=(8,), sgd_max_steps=100, random_state=0),
-    TypicalInterpolatorClassifier(sampler="gc", widths=(8,), max_draws=16_384, random_state=0),
+    TypicalInterpolatorClassifier(sampler="gc", widths=(8,), max_draws=65_536, random_state=0),
     TypicalInterpolatorClassifier(sampler="smc", widths=(8,), particles=256, random_state=0),
 ]
 

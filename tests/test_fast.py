@@ -23,6 +23,7 @@ from typicalnets.fast import (
 )
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
+from typicalnets.samplers import sample
 from typicalnets.samplers.gc import GuessAndCheck, normalized_cross_entropy
 
 Q3, Q5 = QuantizedUniform.evenly_spaced(3), QuantizedUniform.evenly_spaced(5)
@@ -82,7 +83,7 @@ def test_native_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed):
     native_accepts = torch.zeros(count, dtype=torch.bool)
     native_accepts[candidates] = certified_interpolates(population[candidates], data.x, data.y)
     assert torch.equal(native_accepts, baseline_accepts(population, data.x, data.y))
-    assert count <= evaluated <= count * n
+    assert count // engine.draws_per_trial <= evaluated <= count * n
 
 
 @needs_kernel
@@ -104,6 +105,64 @@ def test_native_draws_follow_the_prior():
     pair, alone = fresh.draw(7, [3, 4]).params["w1"], fresh.draw(7, [3]).params["w1"]
     assert torch.equal(pair[0], alone[0])  # network (key, id) is the same whatever else is drawn
     assert not torch.equal(pair[0], pair[1])
+
+
+MIRRORED = [(LeNet.with_width_factor(0.25), Uniform(1.0)), (LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"), Q5),
+            (FCN(5, (6,)), Uniform(0.5)), (FCN(5, (5,), scaled=True, activation="tanh"), Q3),
+            (FCN(5, (4,), activation="sign", bias=False), Uniform(1.0))]
+
+
+@needs_kernel
+@pytest.mark.parametrize(("arch", "prior"), MIRRORED)
+def test_mirrored_pairs_negate_the_output_and_never_both_interpolate(arch, prior):
+    data = task(arch, 3, 0)
+    engine = NativeEngine(KERNEL, arch, prior, data)
+    assert engine.mirror and engine.draws_per_trial == 2
+    count = 400 if isinstance(arch, LeNet) else 4000
+    population = engine.draw(5, range(count))
+    base, mirror = population[torch.arange(0, count, 2)], population[torch.arange(1, count, 2)]
+    head = ("w5", "b5") if isinstance(arch, LeNet) else (f"w{arch.depth}", f"b{arch.depth}")
+    swapped = isinstance(arch, LeNet) and arch.outputs == 2
+    for name in population.params:
+        ours, theirs = base.params[name], mirror.params[name]
+        if name not in head:
+            assert torch.equal(ours, theirs)
+        elif swapped:
+            assert torch.equal(ours, theirs.flip(1))  # the two logits swapped
+        else:
+            assert torch.equal(ours, -theirs)
+    # The mirror's output is exactly -f: IEEE rounding is symmetric, and the summation order is the same.
+    assert torch.equal(mirror.forward(data.x), -base.forward(data.x))
+    status, evaluated = engine.check(5, count)
+    pairs = torch.from_numpy(status).view(-1, 2)
+    assert not ((pairs == 1).all(dim=1)).any()  # at most one of a pair interpolates
+    assert evaluated >= count // 2  # the first example costs one forward pass per pair
+    candidates = torch.from_numpy(status != 0)
+    accepted = torch.zeros(count, dtype=torch.bool)
+    accepted[candidates] = certified_interpolates(population[candidates], data.x, data.y)
+    assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
+
+
+@needs_kernel
+def test_mirroring_needs_a_symmetric_prior_for_scalar_heads():
+    lopsided = QuantizedUniform(levels=(-1.0, 0.0, 0.5))
+    fcn, lenet = FCN(5, (6,)), LeNet.with_width_factor(0.25)
+    assert not NativeEngine(KERNEL, fcn, lopsided, task(fcn, 2, 0)).mirror
+    assert NativeEngine(KERNEL, lenet, lopsided, task(lenet, 2, 0)).mirror  # swapping two logits needs nothing
+    assert not NativeEngine(KERNEL, fcn, Q3, task(fcn, 2, 0), mirror=False).mirror
+    # The uniform grid is symmetric: every value is an odd multiple of a 2^-24.
+    values = NativeEngine(KERNEL, fcn, Uniform(0.5), task(fcn, 2, 0)).draw(3, range(50)).params["w1"].double()
+    codes = values / 0.5 * 2**24
+    assert torch.equal(codes, codes.round()) and (codes.remainder(2) == 1).all()
+
+
+@needs_kernel
+def test_mirrored_pairs_spend_draw_budgets_in_whole_pairs():
+    arch = FCN(2, (1,), bias=False)
+    train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))  # nobody interpolates
+    sampler = GuessAndCheck(arch, Q3, train, batch_size=400, engine="native")
+    result = sample(sampler, torch.Generator().manual_seed(0), 5, max_draws=1001, progress=False)
+    assert result.draws == 1000 and result.stop_reason == "max_draws" and result.draws_per_trial == 2
 
 
 def test_raw_bit_quantized_codes_are_uniform():

@@ -88,10 +88,18 @@ def test_gc_acceptance_rate_matches_exact_probability(tiny_problem, engine):
     result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000, engine=engine), torch.Generator().manual_seed(2),
                     10**9, max_draws=200_000, progress=False)
     assert result.stop_reason == "max_draws" and result.draws == 200_000
+    # The native engine draws mirrored pairs (at most one of a pair is accepted): accepting pairs
+    # are Binomial(draws / 2, 2 p). Other engines: accepted draws are Binomial(draws, p).
+    per = result.draws_per_trial
+    assert per == (2 if engine == "native" else 1)
+    trials = result.draws // per
     # Tolerance: exact binomial test of the accepted count against the enumerated rate, 1% level.
-    assert binomtest(result.accepted_total, result.draws, exact_rate).pvalue > 0.01
+    assert binomtest(result.accepted_total, trials, per * exact_rate).pvalue > 0.01
     low, high = result.acceptance_ci
-    assert low <= exact_rate <= high
+    assert (low, high) == tuple(v / per for v in clopper_pearson(result.accepted_total, trials))
+    # The same 1% level for the interval: its 99% version covers the exact rate.
+    low99, high99 = clopper_pearson(result.accepted_total, trials, 0.99)
+    assert low99 / per <= exact_rate <= high99 / per
 
 
 def test_gc_is_reproducible():
@@ -113,7 +121,8 @@ def test_gc_budget_exhaustion_reports_upper_bound():
                     max_draws=1200, progress=False)
     assert result.count == 0 and result.draws == 1200 and result.stop_reason == "max_draws"
     low, high = result.acceptance_ci
-    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 1200))
+    per = result.draws_per_trial  # mirrored pairs: no pair of 600 accepted bounds 2 p
+    assert low == 0.0 and high == pytest.approx((1 - 0.025 ** (per / 1200)) / per)
     assert "no interpolator" in result.message() and "\n" not in result.message()
     assert result.log_prob_interpolate == -math.inf
 

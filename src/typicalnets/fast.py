@@ -337,9 +337,18 @@ class NativeEngine:
 
     Network ``id`` of stream ``key`` always has the same parameters (``draw`` regenerates them), so
     the kernel never writes parameters out: only verdicts (1 accepted, 0 rejected, 2 uncertain).
+
+    With ``mirror`` (where ``mirrors`` allows it), networks come in antithetic pairs: network
+    2i + 1 is network 2i with its head mirrored -- the two logits swapped, or a scalar head negated
+    (which needs a prior symmetric about 0). Both are draws from the prior, one forward pass
+    decides both on the first example, and at most one of a pair can interpolate, since the mirror
+    gets every example the other way round. So the accepted networks stay i.i.d. from the
+    posterior (pairs are independent) at about half the cost per draw, and the number of accepting
+    pairs is Binomial(pairs, 2 P(L_S = 0)) (see ``SampleResult.acceptance_ci``).
     """
 
-    def __init__(self, kernel, arch: Architecture, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN):
+    def __init__(self, kernel, arch: Architecture, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN,
+                 mirror: bool = True):
         self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
         order = class_interleaved_order(train.y)
         self.x = np.ascontiguousarray(train.x[order].numpy(), dtype=np.float32)
@@ -349,6 +358,11 @@ class NativeEngine:
         else:
             self.prior_args = (0, float(prior.a), np.zeros(1, dtype=np.float32), 0)
         self.n_params = arch.num_params()
+        self.mirror = mirror and self.mirrors(arch, prior)
+        if isinstance(arch, LeNet):
+            self.head = (arch.outputs, arch.layer_widths[-1], 1)
+        else:
+            self.head = (1, arch.layer_sizes[-2], int(arch.bias))
         # Hidden dense layers come out of the stream column by column (the kernel reads them transposed).
         self.transposed = {"w3", "w4"} if isinstance(arch, LeNet) else {f"w{l}" for l in range(1, arch.depth)}
         kernel.tn_set_threads(torch.get_num_threads())
@@ -357,11 +371,30 @@ class NativeEngine:
     def supports(arch: Architecture, prior: Prior) -> bool:
         return isinstance(prior, (Uniform, QuantizedUniform)) and isinstance(arch, (FCN, LeNet))
 
+    @staticmethod
+    def mirrors(arch: Architecture, prior: Prior) -> bool:
+        """Whether mirrored pairs are draws from ``prior``: always for two logits (a swap), and for a
+        scalar head when the prior is symmetric about 0 (the kernel's uniform grid is)."""
+        if isinstance(arch, LeNet) and arch.outputs == 2:
+            return True
+        if isinstance(prior, QuantizedUniform):
+            levels = np.asarray(prior.levels, dtype=np.float32)
+            return set(levels.tolist()) == set((-levels).tolist())
+        return isinstance(prior, Uniform)
+
+    @property
+    def draws_per_trial(self) -> int:
+        """Draws per independent trial: 2 with mirrored pairs, else 1."""
+        return 2 if self.mirror else 1
+
     def check(self, key: int, count: int):
-        """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key``, and examples evaluated."""
+        """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key`` (count even with
+        mirrored pairs), and the forward passes evaluated."""
+        if count % self.draws_per_trial:
+            raise ValueError(f"mirrored pairs need an even count, got {count}")
         status = np.empty(count, dtype=np.int8)
         kind, a, levels, q = self.prior_args
-        common = (kind, a, levels.ctypes.data, q, key, 0, count, self.margin, status.ctypes.data)
+        common = (kind, a, levels.ctypes.data, q, key, 0, count, self.margin, int(self.mirror), status.ctypes.data)
         x, y, n = self.x.ctypes.data, self.y.ctypes.data, len(self.y)
         if isinstance(self.arch, LeNet):
             c0, h, w = self.arch.in_shape
@@ -380,7 +413,7 @@ class NativeEngine:
         flat = np.empty((len(ids), self.n_params), dtype=np.float32)
         for row, network in enumerate(ids):
             self.kernel.tn_draw(key, int(network), 1, self.n_params, kind, a, levels.ctypes.data, q,
-                                flat[row].ctypes.data)
+                                int(self.mirror), *self.head, flat[row].ctypes.data)
         params = split_flat(self.arch, torch.from_numpy(flat))
         for name in self.transposed:  # the stream filled these column by column
             rows, columns = params[name].shape[1:]

@@ -7,6 +7,11 @@
  * stopping at its first mistake (early rejection). Nothing but the verdict leaves the kernel;
  * tn_draw regenerates the parameters of any id for the full-precision re-check.
  *
+ * Mirrored pairs (antithetic draws): with mirror on, networks 2i and 2i + 1 share stream i, and
+ * 2i + 1 is 2i with its head mirrored (two logits swapped, or a scalar head negated), which the
+ * prior gives the same probability. Its output is exactly -f (IEEE rounding is symmetric), so
+ * one forward decides both on the first example, where exactly one of the two can survive.
+ *
  * Verdicts: 1 accepted, 0 rejected, 2 uncertain (some |f| <= margin * scale, where scale is
  * sum |w_i h_i| + |b| of the head: the sign could depend on rounding order, so Python re-checks).
  */
@@ -15,6 +20,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 enum { PRIOR_UNIFORM = 0, PRIOR_QUANTIZED = 1 };
 enum { ACT_RELU = 0, ACT_SIGN = 1, ACT_LEAKY = 2, ACT_TANH = 3 };
@@ -72,23 +80,25 @@ static inline void stream_next(stream_t *st, uint32_t *out) {
     }
 }
 
-/* The n parameters of network (key, id): U[-a, a) on a 2^-23 * a grid (24 random bits each,
- * like torch.rand), or exactly uniform over q levels. */
+/* The n parameters of network (key, id): U(-a, a) on the grid of odd multiples of 2^-24 a (24
+ * random bits each, like torch.rand, but symmetric about 0 so that negation maps the grid onto
+ * itself), or exactly uniform over q levels. */
 static void generate(uint64_t key, int64_t id, const prior_t *prior, float *out, int64_t n) {
     stream_t st;
     uint32_t r[LANES];
     stream_seed(&st, key, id);
     if (prior->kind == PRIOR_UNIFORM) {
-        const float a = prior->a, step = 1.0f / 8388608.0f; /* 2^-23 */
+        /* (2k + 1 - 2^24) is odd with |.| < 2^24, so it converts to float exactly. */
+        const float step = prior->a / 16777216.0f; /* a 2^-24 */
         int64_t i = 0;
         for (; i + LANES <= n; i += LANES) {
             stream_next(&st, r);
 #pragma omp simd
-            for (int l = 0; l < LANES; l++) out[i + l] = ((float)(r[l] >> 8) * step - 1.0f) * a;
+            for (int l = 0; l < LANES; l++) out[i + l] = (float)((int32_t)((r[l] >> 7) | 1u) - (1 << 24)) * step;
         }
         if (i < n) {
             stream_next(&st, r);
-            for (int l = 0; i + l < n; l++) out[i + l] = ((float)(r[l] >> 8) * step - 1.0f) * a;
+            for (int l = 0; i + l < n; l++) out[i + l] = (float)((int32_t)((r[l] >> 7) | 1u) - (1 << 24)) * step;
         }
         return;
     }
@@ -191,61 +201,114 @@ static void shifted_copies(const float *restrict in, int cin, int h, int w, int 
             }
 }
 
-/* Direct convolution tile: NB output channels x the 2 conv rows of one pooling pair x NC chunks
- * of 8 columns, in registers over all taps (2 NB NC <= 12 accumulators), from shifted copies. */
-static inline __attribute__((always_inline)) void direct_tile(const int NB, const int NC, const float *S, int cin,
-                                                              int h, int stride, const float *wt, int oc0, int oy,
-                                                              int ox0, float *conv) {
-    v8 acc[6][2][4];
-    for (int b = 0; b < NB; b++)
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < NC; c++) acc[b][r][c] = (v8){0};
+/* Two-input lane shuffle (lanes 0-7 of a, then 8-15 of b) in the compiler's own spelling. */
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int v8i __attribute__((vector_size(32)));
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
+#endif
+
+static inline v8 vmax(v8 a, v8 b) {
+#if defined(__AVX__)
+    return (v8)_mm256_max_ps((__m256)a, (__m256)b); /* GCC leaves the lane loop below scalar */
+#else
+    v8 m;
+    for (int i = 0; i < 8; i++) m[i] = MAX(a[i], b[i]);
+    return m;
+#endif
+}
+
+/* 2x2 max-pool of two conv rows over 16 columns (chunks c0 and c1 of each row), + bias, relu:
+ * the 8 pooled values, of which the first ``valid`` are stored (relu and + bias commute with max). */
+static inline void pool16(v8 top0, v8 top1, v8 bottom0, v8 bottom1, float bias, int valid, float *out) {
+    const v8 m0 = vmax(top0, bottom0), m1 = vmax(top1, bottom1);
+    const v8 even = SHUFFLE(m0, m1, 0, 2, 4, 6, 8, 10, 12, 14), odd = SHUFFLE(m0, m1, 1, 3, 5, 7, 9, 11, 13, 15);
+    const v8 pooled = vmax(vmax(even, odd) + bias, (v8){0});
+    if (valid >= 8)
+        memcpy(out, &pooled, sizeof pooled);
+    else
+        memcpy(out, &pooled, sizeof(float) * valid);
+}
+
+/* Direct convolution tile: NB output channels x R conv rows x NC chunks of 8 columns, in
+ * registers over all taps, from shifted copies, then pooled. R = 2: both rows of pooling row py;
+ * R = 1: called for row 2 py (slot 0, parked in ``conv``) and then 2 py + 1 (slot 1, pools).
+ * Tiles keep NB R NC <= 12 accumulators and >= 8 where the shape allows (FMA latency 4 x 2 pipes),
+ * and accumulators plus the R NC loaded vectors within the 16 AVX registers (spills measured to
+ * cost the first layer 40% of its speed). */
+static inline __attribute__((always_inline)) void direct_tile(const int NB, const int NC, const int R, const float *S,
+                                                              int cin, int h, int stride, const float *wt,
+                                                              const float *bias, int oc0, int py, const int slot, int ox0,
+                                                              int span, int ph, int pw, float *conv, float *out) {
+    v8 acc[12]; /* acc[(b R + r) NC + c]; one flat array of at most 12 is kept in registers */
+#define ACC(b, r, c) acc[((b) * R + (r)) * NC + (c)]
+    for (int i = 0; i < NB * R * NC; i++) acc[i] = (v8){0};
     for (int ic = 0; ic < cin; ic++)
         for (int ky = 0; ky < 5; ky++) {
             const float *taps = wt + ((int64_t)oc0 * cin + ic) * 25 + ky * 5;
             for (int kx = 0; kx < 5; kx++) {
-                const float *line = S + (((int64_t)kx * cin + ic) * h + oy + ky) * stride + ox0;
+                const float *line = S + (((int64_t)kx * cin + ic) * h + 2 * py + slot + ky) * stride + ox0;
                 v8 v[2][4];
-                for (int c = 0; c < NC; c++) v[0][c] = load8(line + 8 * c), v[1][c] = load8(line + stride + 8 * c);
+                for (int r = 0; r < R; r++)
+                    for (int c = 0; c < NC; c++) v[r][c] = load8(line + r * stride + 8 * c);
                 for (int b = 0; b < NB; b++) {
                     const float t = taps[(int64_t)b * cin * 25 + kx];
-                    for (int c = 0; c < NC; c++) acc[b][0][c] += t * v[0][c], acc[b][1][c] += t * v[1][c];
+                    for (int r = 0; r < R; r++)
+                        for (int c = 0; c < NC; c++) ACC(b, r, c) += t * v[r][c];
                 }
             }
         }
-    for (int b = 0; b < NB; b++)
-        for (int r = 0; r < 2; r++)
-            for (int c = 0; c < NC; c++) memcpy(conv + ((int64_t)b * 2 + r) * 40 + 8 * c, &acc[b][r][c], sizeof(v8));
+    if (R == 1 && slot == 0) { /* park the top row until the bottom one is done */
+        for (int b = 0; b < NB; b++)
+            for (int c = 0; c < NC; c++) memcpy(conv + (int64_t)b * 32 + 8 * c, &ACC(b, 0, c), sizeof(v8));
+        return;
+    }
+    for (int b = 0; b < NB; b++) {
+        v8 top[4];
+        for (int c = 0; c < NC; c++) top[c] = R == 2 ? ACC(b, 0, c) : load8(conv + (int64_t)b * 32 + 8 * c);
+        float *pooled = out + ((int64_t)(oc0 + b) * ph + py) * pw + ox0 / 2;
+        for (int c = 0; c < NC; c += 2) {
+            const int last = c + 1 < NC ? c + 1 : c; /* an odd chunk pools with itself; its copy is not stored */
+            pool16(top[c], top[last], ACC(b, R - 1, c), ACC(b, R - 1, last), bias[oc0 + b], span / 2 - 4 * c,
+                   pooled + 4 * c);
+        }
+    }
+}
+#undef ACC
+
+/* Tile shapes: R = 2 rows when the span is one chunk, else R = 1 (each row of the pooling pair
+ * separately); the most channels per tile that fit, split evenly over the tiles. */
+static inline int tile_channels(int nc, int cout) {
+    const int most = nc == 1 ? 6 : 12 / nc, tiles = (cout + most - 1) / most;
+    return (cout + tiles - 1) / tiles;
 }
 
-#define DIRECT_CASE(nc, nb) \
-    case (nc) * 8 + (nb): direct_tile(nb, nc, S, cin, h, stride, wt, oc0, 2 * py, ox0, conv); break
+#define DIRECT_TILE(nc, nb, r, slot) \
+    direct_tile(nb, nc, r, S, cin, h, stride, wt, bias, oc0, py, slot, ox0, span, ph, pw, conv, out)
+#define DIRECT_CASE(nc, nb, r)                         \
+    case (nc) * 8 + (nb):                              \
+        DIRECT_TILE(nc, nb, r, 0);                     \
+        if ((r) == 1) DIRECT_TILE(nc, nb, r, 1);       \
+        break
 
 /* Valid 5x5 convolution, 2x2 max-pool (floor), + bias, relu; one example of one network, from the
- * shifted copies S of its input (c x h x w). out is (cout, ph * pw); conv is scratch (6 x 2 x 40). */
+ * shifted copies S of its input (c x h x w). out is (cout, ph * pw); conv is scratch (6 x 32). */
 static void direct_conv_pool(const float *restrict S, int cin, int h, int w, const float *restrict wt,
                              const float *restrict bias, int cout, float *restrict conv, float *restrict out) {
     const int ph = (h - 4) / 2, pw = (w - 4) / 2, stride = (w - 4 + 7) / 8 * 8;
     for (int ox0 = 0; ox0 < 2 * pw; ox0 += 32) {
-        const int span = 2 * pw - ox0 < 32 ? 2 * pw - ox0 : 32, nc = (span + 7) / 8, nb_max = 12 / (2 * nc);
+        const int span = 2 * pw - ox0 < 32 ? 2 * pw - ox0 : 32, nc = (span + 7) / 8, nb_max = tile_channels(nc, cout);
         for (int oc0 = 0; oc0 < cout; oc0 += nb_max) {
             const int nb = cout - oc0 < nb_max ? cout - oc0 : nb_max;
             for (int py = 0; py < ph; py++) {
                 switch (nc * 8 + nb) {
-                    DIRECT_CASE(1, 1); DIRECT_CASE(1, 2); DIRECT_CASE(1, 3);
-                    DIRECT_CASE(1, 4); DIRECT_CASE(1, 5); DIRECT_CASE(1, 6);
-                    DIRECT_CASE(2, 1); DIRECT_CASE(2, 2); DIRECT_CASE(2, 3);
-                    DIRECT_CASE(3, 1); DIRECT_CASE(3, 2);
-                    DIRECT_CASE(4, 1);
-                }
-                for (int b = 0; b < nb; b++) {
-                    const float *rows = conv + (int64_t)b * 2 * 40;
-                    float *pooled = out + ((int64_t)(oc0 + b) * ph + py) * pw + ox0 / 2;
-                    for (int px = 0; px < span / 2; px++) {
-                        const float m = MAX(MAX(rows[2 * px], rows[2 * px + 1]),
-                                            MAX(rows[40 + 2 * px], rows[40 + 2 * px + 1])) + bias[oc0 + b];
-                        pooled[px] = MAX(m, 0.0f); /* relu and + bias commute with max */
-                    }
+                    DIRECT_CASE(1, 1, 2); DIRECT_CASE(1, 2, 2); DIRECT_CASE(1, 3, 2);
+                    DIRECT_CASE(1, 4, 2); DIRECT_CASE(1, 5, 2); DIRECT_CASE(1, 6, 2);
+                    DIRECT_CASE(2, 1, 1); DIRECT_CASE(2, 2, 1); DIRECT_CASE(2, 3, 1);
+                    DIRECT_CASE(2, 4, 1); DIRECT_CASE(2, 5, 1); DIRECT_CASE(2, 6, 1);
+                    DIRECT_CASE(3, 1, 1); DIRECT_CASE(3, 2, 1); DIRECT_CASE(3, 3, 1); DIRECT_CASE(3, 4, 1);
+                    DIRECT_CASE(4, 1, 1); DIRECT_CASE(4, 2, 1); DIRECT_CASE(4, 3, 1);
                 }
             }
         }
@@ -253,6 +316,53 @@ static void direct_conv_pool(const float *restrict S, int cin, int h, int w, con
 }
 
 static inline int64_t shifted_size(int cin, int h, int w) { return (int64_t)5 * cin * h * ((w - 4 + 7) / 8 * 8); }
+
+/* One network's output f and its scale on training example e (see head). */
+typedef float (*forward_fn)(void *net, int e, float *scale);
+
+/* Verdicts of one draw (status[0]) or, with mirror, of a mirrored pair (status[0], status[1]),
+ * examples in order, each network stopping at its first mistake; returns forwards evaluated. */
+static int64_t judge(forward_fn forward, void *net, const int8_t *y, int n, float margin, int mirror,
+                     int8_t *status) {
+    int survivor = 0, sign = 1; /* the pair member still alive, and the sign of its output */
+    for (int e = 0; e < n; e++) {
+        float scale, f = forward(net, e, &scale);
+        if (scale > 0.0f && fabsf(f) <= margin * scale) { /* both members share |f| and the scale */
+            status[survivor] = UNCERTAIN;
+            if (mirror && e == 0) status[1] = UNCERTAIN;
+            return e + 1;
+        }
+        const int predicted = f > 0.0f ? 1 : (f < 0.0f ? -1 : 0);
+        if (mirror && e == 0) { /* the member that gets example 0 right goes on (f = 0: neither) */
+            if (predicted == 0) { status[0] = status[1] = REJECTED; return 1; }
+            survivor = predicted == y[0] ? 0 : 1;
+            sign = survivor ? -1 : 1;
+            status[1 - survivor] = REJECTED;
+        } else if (sign * predicted != y[e]) {
+            status[survivor] = REJECTED;
+            return e + 1;
+        }
+    }
+    status[survivor] = ACCEPTED;
+    return n;
+}
+
+/* The mirrored head: two logits swapped (rows of w and entries of b), or a scalar head negated.
+ * w is outputs x k, followed by the outputs biases when bias is set. */
+static void mirror_head(float *w, int outputs, int k, int bias) {
+    if (outputs == 2) {
+        for (int i = 0; i < k; i++) {
+            const float t = w[i];
+            w[i] = w[k + i], w[k + i] = t;
+        }
+        if (bias) {
+            const float t = w[2 * k];
+            w[2 * k] = w[2 * k + 1], w[2 * k + 1] = t;
+        }
+    } else {
+        for (int i = 0; i < k + (bias ? 1 : 0); i++) w[i] = -w[i];
+    }
+}
 
 typedef struct {
     int c0, h, w, c1, c2, f1, f2, outputs;
@@ -265,114 +375,154 @@ static int64_t lenet_param_count(const lenet_t *a, int64_t *flat) {
            (int64_t)a->f1 * a->f2 + a->f2 + (int64_t)a->outputs * a->f2 + a->outputs;
 }
 
-/* Verdicts for networks first_id .. first_id + count - 1 of LeNet-5 on n examples (x, y). */
+/* One thread's LeNet: its parameters p (in stream order) and scratch for one example. */
+typedef struct {
+    lenet_t a;
+    int64_t flat, s1;
+    const float *S1; /* shifted copies of every example's input, s1 floats each */
+    float *p, *conv, *S2, *a1, *a2, *a3, *a4;
+    const float *w1, *b1, *w2, *b2, *w3, *b3, *w4, *b4, *w5, *b5;
+} lenet_net;
+
+static void lenet_open(lenet_net *net, const lenet_t *a, const float *S1, int64_t s1) {
+    const int ph1 = (a->h - 4) / 2, pw1 = (a->w - 4) / 2;
+    net->a = *a, net->S1 = S1, net->s1 = s1;
+    const int64_t total = lenet_param_count(a, &net->flat);
+    net->p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
+    net->conv = malloc(sizeof(float) * 6 * 32);
+    net->S2 = aligned_alloc(32, sizeof(float) * ((shifted_size(a->c1, ph1, pw1) + 7) / 8 * 8));
+    net->a1 = malloc(sizeof(float) * (int64_t)a->c1 * ph1 * pw1);
+    net->a2 = malloc(sizeof(float) * net->flat);
+    net->a3 = malloc(sizeof(float) * a->f1);
+    net->a4 = malloc(sizeof(float) * a->f2);
+    net->w1 = net->p, net->b1 = net->w1 + (int64_t)a->c1 * a->c0 * 25;
+    net->w2 = net->b1 + a->c1, net->b2 = net->w2 + (int64_t)a->c2 * a->c1 * 25;
+    net->w3 = net->b2 + a->c2, net->b3 = net->w3 + net->flat * a->f1;
+    net->w4 = net->b3 + a->f1, net->b4 = net->w4 + (int64_t)a->f1 * a->f2;
+    net->w5 = net->b4 + a->f2, net->b5 = net->w5 + (int64_t)a->outputs * a->f2;
+}
+
+static void lenet_close(lenet_net *net) {
+    free(net->p), free(net->conv), free(net->S2), free(net->a1), free(net->a2), free(net->a3), free(net->a4);
+}
+
+static float lenet_forward(void *opaque, int e, float *scale) {
+    lenet_net *net = opaque;
+    const lenet_t *a = &net->a;
+    const int ph1 = (a->h - 4) / 2, pw1 = (a->w - 4) / 2;
+    direct_conv_pool(net->S1 + e * net->s1, a->c0, a->h, a->w, net->w1, net->b1, a->c1, net->conv, net->a1);
+    shifted_copies(net->a1, a->c1, ph1, pw1, (pw1 - 4 + 7) / 8 * 8, net->S2);
+    direct_conv_pool(net->S2, a->c1, ph1, pw1, net->w2, net->b2, a->c2, net->conv, net->a2);
+    dense_t(net->w3, net->b3, net->a2, (int)net->flat, a->f1, ACT_RELU, net->a3);
+    dense_t(net->w4, net->b4, net->a3, a->f1, a->f2, ACT_RELU, net->a4);
+    return head(net->w5, net->b5, a->outputs, net->a4, a->f2, scale);
+}
+
+/* Verdicts for networks first_id .. first_id + count - 1 of LeNet-5 on n examples (x, y); with
+ * mirror, first_id and count are even. */
 int64_t tn_lenet_check(const float *x, const int8_t *y, int n, int c0, int h, int w, int c1, int c2, int f1, int f2,
                        int outputs, int prior_kind, float prior_a, const float *levels, int q, uint64_t key,
-                       int64_t first_id, int64_t count, float margin, int8_t *status) {
+                       int64_t first_id, int64_t count, float margin, int mirror, int8_t *status) {
     const lenet_t a = {c0, h, w, c1, c2, f1, f2, outputs};
     const prior_t prior = {prior_kind, prior_a, levels, q};
     int64_t flat;
-    const int64_t total = lenet_param_count(&a, &flat);
-    const int ph1 = (h - 4) / 2, pw1 = (w - 4) / 2, taps1 = c0 * 25, taps2 = c1 * 25;
+    const int64_t total = lenet_param_count(&a, &flat), per = mirror ? 2 : 1;
     /* The first layer's input is shared by all networks: shift each example once. */
-    const int64_t s1 = shifted_size(c0, h, w), s2 = shifted_size(c1, ph1, pw1);
+    const int64_t s1 = shifted_size(c0, h, w);
     float *S1 = aligned_alloc(32, sizeof(float) * ((s1 * n + 7) / 8 * 8));
     for (int e = 0; e < n; e++) shifted_copies(x + (int64_t)e * c0 * h * w, c0, h, w, (w - 4 + 7) / 8 * 8, S1 + e * s1);
     int64_t evaluated = 0;
 #pragma omp parallel reduction(+ : evaluated)
     {
-        float *p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
-        float *conv = malloc(sizeof(float) * 6 * 2 * 40);
-        float *S2 = aligned_alloc(32, sizeof(float) * ((s2 + 7) / 8 * 8));
-        float *a1 = malloc(sizeof(float) * (int64_t)c1 * ph1 * pw1);
-        float *a2 = malloc(sizeof(float) * flat);
-        float *a3 = malloc(sizeof(float) * f1);
-        float *a4 = malloc(sizeof(float) * f2);
-        const float *w1p = p, *b1p = w1p + (int64_t)c1 * taps1, *w2p = b1p + c1, *b2p = w2p + (int64_t)c2 * taps2;
-        const float *w3p = b2p + c2, *b3p = w3p + flat * f1, *w4p = b3p + f1, *b4p = w4p + (int64_t)f1 * f2;
-        const float *w5p = b4p + f2, *b5p = w5p + (int64_t)outputs * f2;
+        lenet_net net;
+        lenet_open(&net, &a, S1, s1);
 #pragma omp for schedule(dynamic, 16)
-        for (int64_t j = 0; j < count; j++) {
-            generate(key, first_id + j, &prior, p, total);
-            int8_t verdict = ACCEPTED;
-            for (int e = 0; e < n; e++) {
-                direct_conv_pool(S1 + e * s1, c0, h, w, w1p, b1p, c1, conv, a1);
-                shifted_copies(a1, c1, ph1, pw1, (pw1 - 4 + 7) / 8 * 8, S2);
-                direct_conv_pool(S2, c1, ph1, pw1, w2p, b2p, c2, conv, a2);
-                dense_t(w3p, b3p, a2, (int)flat, f1, ACT_RELU, a3);
-                dense_t(w4p, b4p, a3, f1, f2, ACT_RELU, a4);
-                float scale, f = head(w5p, b5p, outputs, a4, f2, &scale);
-                evaluated++;
-                if (scale > 0.0f && fabsf(f) <= margin * scale) { verdict = UNCERTAIN; break; }
-                if ((f > 0.0f ? 1 : (f < 0.0f ? -1 : 0)) != y[e]) { verdict = REJECTED; break; }
-            }
-            status[j] = verdict;
+        for (int64_t j = 0; j < count / per; j++) {
+            generate(key, first_id / per + j, &prior, net.p, total);
+            evaluated += judge(lenet_forward, &net, y, n, margin, mirror, status + j * per);
         }
-        free(p), free(conv), free(S2), free(a1), free(a2), free(a3), free(a4);
+        lenet_close(&net);
     }
     free(S1);
     return evaluated;
 }
 
-/* Verdicts for FCNs: widths[0] = input d, widths[1..depth-1] hidden, readout 1 unit. */
-int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, int depth, int bias, int scaled,
-                     int act, int prior_kind, float prior_a, const float *levels, int q, uint64_t key,
-                     int64_t first_id, int64_t count, float margin, int8_t *status) {
-    const prior_t prior = {prior_kind, prior_a, levels, q};
+/* One thread's FCN: widths[0] = input d, widths[1..depth-1] hidden, readout 1 unit. */
+typedef struct {
+    const float *x, *p;
+    const int *widths;
+    int depth, bias, scaled, act;
+    float *cur, *next;
+} fcn_net;
+
+static int64_t fcn_param_count(const int *widths, int depth, int bias, int scaled, int *widest) {
     int64_t total = 0;
-    int widest = 1;
+    *widest = 1;
     for (int l = 1; l <= depth; l++) {
         const int units = l == depth ? 1 : widths[l];
         total += (int64_t)units * widths[l - 1] + (bias ? units : 0) + (scaled && l < depth ? units : 0);
-        if (widths[l - 1] > widest) widest = widths[l - 1];
+        if (widths[l - 1] > *widest) *widest = widths[l - 1];
     }
+    return total;
+}
+
+static float fcn_forward(void *opaque, int e, float *scale) {
+    fcn_net *net = opaque;
+    const int *widths = net->widths;
+    const float *in = net->x + (int64_t)e * widths[0], *wp = net->p;
+    for (int l = 1; l < net->depth; l++) {
+        const int k = widths[l - 1], units = widths[l];
+        const float *b = net->bias ? wp + (int64_t)units * k : NULL;
+        dense_t(wp, b, in, k, units, net->act, net->next);
+        wp += (int64_t)units * k + (net->bias ? units : 0);
+        if (net->scaled) {
+            for (int u = 0; u < units; u++) net->next[u] *= wp[u];
+            wp += units;
+        }
+        memcpy(net->cur, net->next, sizeof(float) * units);
+        in = net->cur;
+    }
+    const int k = widths[net->depth - 1];
+    return head(wp, net->bias ? wp + k : NULL, 1, in, k, scale);
+}
+
+/* Verdicts for FCNs on n examples (x, y); with mirror, first_id and count are even. */
+int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, int depth, int bias, int scaled,
+                     int act, int prior_kind, float prior_a, const float *levels, int q, uint64_t key,
+                     int64_t first_id, int64_t count, float margin, int mirror, int8_t *status) {
+    const prior_t prior = {prior_kind, prior_a, levels, q};
+    int widest;
+    const int64_t total = fcn_param_count(widths, depth, bias, scaled, &widest), per = mirror ? 2 : 1;
     int64_t evaluated = 0;
 #pragma omp parallel reduction(+ : evaluated)
     {
         float *p = malloc(sizeof(float) * (total + 64 + LANES)); /* slack for 8-wide reads */
-        float *cur = malloc(sizeof(float) * widest), *next = malloc(sizeof(float) * widest);
+        fcn_net net = {x, p, widths, depth, bias, scaled, act, malloc(sizeof(float) * widest),
+                       malloc(sizeof(float) * widest)};
 #pragma omp for schedule(dynamic, 64)
-        for (int64_t j = 0; j < count; j++) {
-            generate(key, first_id + j, &prior, p, total);
-            int8_t verdict = ACCEPTED;
-            for (int e = 0; e < n; e++) {
-                const float *in = x + (int64_t)e * widths[0];
-                const float *wp = p;
-                float f = 0.0f, scale = 0.0f;
-                for (int l = 1; l <= depth; l++) {
-                    const int k = widths[l - 1];
-                    const float *weights = wp, *b = bias ? wp + (int64_t)(l == depth ? 1 : widths[l]) * k : NULL;
-                    const int units = l == depth ? 1 : widths[l];
-                    wp += (int64_t)units * k + (bias ? units : 0);
-                    if (l == depth) {
-                        f = head(weights, b, 1, in, k, &scale);
-                        break;
-                    }
-                    dense_t(weights, b, in, k, units, act, next);
-                    if (scaled) {
-                        for (int u = 0; u < units; u++) next[u] *= wp[u];
-                        wp += units;
-                    }
-                    memcpy(cur, next, sizeof(float) * units);
-                    in = cur;
-                }
-                evaluated++;
-                if (scale > 0.0f && fabsf(f) <= margin * scale) { verdict = UNCERTAIN; break; }
-                if ((f > 0.0f ? 1 : (f < 0.0f ? -1 : 0)) != y[e]) { verdict = REJECTED; break; }
-            }
-            status[j] = verdict;
+        for (int64_t j = 0; j < count / per; j++) {
+            generate(key, first_id / per + j, &prior, p, total);
+            evaluated += judge(fcn_forward, &net, y, n, margin, mirror, status + j * per);
         }
-        free(p), free(cur), free(next);
+        free(p), free(net.cur), free(net.next);
     }
     return evaluated;
 }
 
-/* Parameters of networks first_id .. first_id + count - 1, each n_params floats, into out. */
+/* Parameters of networks first_id .. first_id + count - 1, each n_params floats, into out. With
+ * mirror, network i is stream i / 2, its head (the last outputs x head_k weights, then the biases
+ * if head_bias) mirrored when i is odd. */
 void tn_draw(uint64_t key, int64_t first_id, int64_t count, int64_t n_params, int prior_kind, float prior_a,
-             const float *levels, int q, float *out) {
+             const float *levels, int q, int mirror, int outputs, int head_k, int head_bias, float *out) {
     const prior_t prior = {prior_kind, prior_a, levels, q};
+    const int64_t head_size = (int64_t)outputs * head_k + (head_bias ? outputs : 0);
 #pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < count; j++) generate(key, first_id + j, &prior, out + j * n_params, n_params);
+    for (int64_t j = 0; j < count; j++) {
+        const int64_t id = first_id + j;
+        float *params = out + j * n_params;
+        generate(key, mirror ? id >> 1 : id, &prior, params, n_params);
+        if (mirror && (id & 1)) mirror_head(params + n_params - head_size, outputs, head_k, head_bias);
+    }
 }
 
 void tn_set_threads(int threads) { omp_set_num_threads(threads); }

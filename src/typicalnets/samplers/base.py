@@ -4,6 +4,8 @@ Modelled on BlackJAX: a sampler is an object with ``init(...) -> State`` and
 ``step(rng, state) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples. Every State has
 ``accepted`` (a Population of the samples so far) and ``draws`` (prior draws spent), so one driver,
 ``sample``, can run any sampler until it holds ``count`` samples or a draw or time budget runs out.
+A sampler whose draws come in groups (G&C's mirrored pairs) says so in ``draws_per_trial``; the
+driver then spends draw budgets in whole groups, never past ``max_draws``.
 A sampler may also offer ``progress(state) -> (done, total)`` for the progress bar (SMC counts
 examples), and a State may say ``degenerate`` to stop the run.
 """
@@ -72,7 +74,9 @@ class SampleResult:
 
     ``population`` holds the first ``count`` samples (or all, if the budget ran out first);
     ``accepted_total`` counts every accepted draw, including any beyond ``count`` in the last batch,
-    so ``acceptance_rate = accepted_total / draws`` uses every evaluated draw.
+    so ``acceptance_rate = accepted_total / draws`` uses every evaluated draw. With
+    ``draws_per_trial`` = 2 (G&C's mirrored pairs, at most one of which is accepted) the accepting
+    pairs are Binomial(draws / 2, 2 p), and ``acceptance_ci`` is the exact interval of that, halved.
     """
 
     sampler: str
@@ -85,6 +89,7 @@ class SampleResult:
     log_prob_estimate: float | None = None  # samplers that estimate ln P(L_S = 0) directly (SMC)
     log_prob_estimate_ci: tuple[float, float] | None = None
     history: tuple = ()  # the Info of every step, in order
+    draws_per_trial: int = 1  # draws per independent trial (2: mirrored pairs)
 
     @property
     def count(self) -> int:
@@ -96,7 +101,9 @@ class SampleResult:
 
     @property
     def acceptance_ci(self) -> tuple[float, float]:
-        return clopper_pearson(self.accepted_total, self.draws)
+        per = self.draws_per_trial
+        low, high = clopper_pearson(self.accepted_total, self.draws // per)
+        return low / per, high / per
 
     @property
     def log_prob_interpolate(self) -> float:
@@ -161,13 +168,14 @@ def sample(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
                TimeElapsedColumn())
     count_progress = getattr(sampler, "progress", None)
+    unit = getattr(sampler, "draws_per_trial", 1)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(description or sampler.name, total=count, draws="0")
         while len(state.accepted) < count:
             if getattr(state, "degenerate", False):
                 stop_reason = "degenerate"
                 break
-            if max_draws is not None and state.draws >= max_draws:
+            if max_draws is not None and state.draws + unit > max_draws:
                 stop_reason = "max_draws"
                 break
             if time_limit is not None and time.perf_counter() - start >= time_limit:
@@ -190,4 +198,5 @@ def sample(
         log_prob_estimate=(None if not hasattr(state, "log_prob")
                            else state.log_prob if stop_reason in ("count", "degenerate") else math.nan),
         history=tuple(history),
+        draws_per_trial=unit,
     )

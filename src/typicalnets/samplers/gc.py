@@ -13,7 +13,8 @@ Engines, all exact (the same accept decision, see ``typicalnets.fast``):
 - ``fast`` (default): ``native`` where it applies, else ``torch`` (but ``baseline`` for FCNs and
   diagonal nets on a GPU, where it measured faster);
 - ``native``: the compiled CPU kernel for FCNs and LeNet with uniform or quantized priors (draw and
-  check in one pass, early rejection);
+  check in one pass, early rejection, and mirrored pairs: each draw's twin with its head mirrored
+  is decided by the same forward pass, see ``fast.NativeEngine``; ``mirror=False`` turns them off);
 - ``torch``: early rejection in PyTorch, on any device and architecture. Every
   accepted (and every borderline) network is re-checked in float64 (``fast.certified_interpolates``).
 
@@ -79,7 +80,7 @@ class GuessAndCheck:
 
     def __init__(self, arch: Architecture, prior: Prior, train: Dataset, batch_size: int = DEFAULT_BATCH,
                  device: torch.device | str = "cpu", engine: str = "fast",
-                 loss_bin: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN):
+                 loss_bin: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN, mirror: bool = True):
         arch.check_input(train.x)
         if engine not in ENGINES:
             raise TypicalnetsError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
@@ -95,7 +96,7 @@ class GuessAndCheck:
         if engine in ("fast", "native"):
             kernel = native.load() if torch.device(device).type == "cpu" else None
             if kernel is not None and NativeEngine.supports(arch, prior):
-                self.native = NativeEngine(kernel, arch, prior, train, margin)
+                self.native = NativeEngine(kernel, arch, prior, train, margin, mirror)
             elif engine == "native":
                 raise TypicalnetsError(
                     "the native engine needs the CPU, a C compiler, an fcn/sfcn/lenet student and a uniform or "
@@ -107,6 +108,8 @@ class GuessAndCheck:
         if (engine == "torch" or (engine == "fast" and not fcn_on_gpu)) and self.native is None:
             self.checker = FastChecker(arch, train, margin, device)
         self.engine = "native" if self.native else "torch" if self.checker else "baseline"
+        # Draws per independent trial: mirrored pairs are drawn, and budgeted, whole.
+        self.draws_per_trial = self.native.draws_per_trial if self.native else 1
         if self.native is None:  # engines that hold a batch's parameters in memory
             budget = PARAM_BUDGET.get(self.x.device.type, PARAM_BUDGET["cpu"])
             self.batch_size = max(1, min(self.batch_size, budget // arch.num_params()))
@@ -116,7 +119,9 @@ class GuessAndCheck:
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
 
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
+        unit = self.draws_per_trial
         batch = self.batch_size if max_draws is None else max(1, min(self.batch_size, max_draws))
+        batch = max(unit, batch // unit * unit)
         n = self.x.shape[0]
         if self.native is not None:
             # 1. Guess: network i of this batch is network i of a fresh random stream.
