@@ -156,7 +156,9 @@ def main() -> int:
                 torch_engine = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
+                torch_unpaired = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch", mirror=False)
                 methods += [("ablation:torch-early-rejection", torch_engine),
+                            ("ablation:torch-no-mirror", torch_unpaired),
                             ("ablation:torch-no-early-rejection", no_early)]
                 if isinstance(arch, LeNet):
                     im2col = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")

@@ -16,9 +16,11 @@ from typicalnets.data import Dataset
 from typicalnets.fast import (
     FastChecker,
     NativeEngine,
+    can_mirror,
     certified_interpolates,
     class_interleaved_order,
     draw_fast,
+    head_names,
     quantized_codes,
 )
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
@@ -57,16 +59,19 @@ def task(arch, n: int, seed: int) -> Dataset:
     return Dataset(x, y)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(arch=st.sampled_from(ARCHS), prior=st.sampled_from(PRIORS), n=st.integers(1, 6), seed=st.integers(0, 10**6),
-       grouped=st.booleans())
-def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, grouped):
+       grouped=st.booleans(), mirror=st.booleans())
+def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, grouped, mirror):
     data = task(arch, n, seed)
+    mirror = mirror and can_mirror(arch, prior)
     population = draw_fast(arch, prior, 3000 if not isinstance(arch, LeNet) else 400,
-                           torch.Generator().manual_seed(seed))
-    accepted, stats = FastChecker(arch, data, grouped=grouped).check(population)
+                           torch.Generator().manual_seed(seed), mirror=mirror)
+    accepted, stats = FastChecker(arch, data, grouped=grouped).check(population, mirrored=mirror)
     assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
     assert stats.network_examples <= len(population) * n
+    if mirror:
+        assert not accepted.view(-1, 2).all(dim=1).any()  # at most one of a mirrored pair
 
 
 @needs_kernel
@@ -143,10 +148,22 @@ def test_mirrored_pairs_negate_the_output_and_never_both_interpolate(arch, prior
     assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_torch_mirrored_pairs_negate_the_output(arch):
+    population = draw_fast(arch, Gaussian(1.0), 200, torch.Generator().manual_seed(0), mirror=True)
+    x = task(arch, 4, 1).x
+    f = population.forward(x)
+    assert torch.equal(f[1::2], -f[::2])
+    for name in population.params:
+        if name not in head_names(arch):
+            assert torch.equal(population.params[name][::2], population.params[name][1::2])
+
+
 @needs_kernel
 def test_mirroring_needs_a_symmetric_prior_for_scalar_heads():
     lopsided = QuantizedUniform(levels=(-1.0, 0.0, 0.5))
     fcn, lenet = FCN(5, (6,)), LeNet.with_width_factor(0.25)
+    assert not can_mirror(fcn, lopsided) and can_mirror(fcn, Gaussian(2.0)) and can_mirror(lenet, lopsided)
     assert not NativeEngine(KERNEL, fcn, lopsided, task(fcn, 2, 0)).mirror
     assert NativeEngine(KERNEL, lenet, lopsided, task(lenet, 2, 0)).mirror  # swapping two logits needs nothing
     assert not NativeEngine(KERNEL, fcn, Q3, task(fcn, 2, 0), mirror=False).mirror
@@ -173,7 +190,9 @@ def test_raw_bit_quantized_codes_are_uniform():
     assert chisquare(counts).pvalue > 0.01
     population = draw_fast(FCN(10, (10,)), Uniform(0.5), 1000, torch.Generator().manual_seed(1))
     values = torch.cat([v.flatten() for v in population.params.values()])
-    assert values.min() >= -0.5 and values.max() <= 0.5
+    assert values.min() > -0.5 and values.max() < 0.5
+    codes = values.double() / 0.5 * 2**24  # odd multiples of a 2^-24: a grid symmetric about 0
+    assert torch.equal(codes, codes.round()) and (codes.remainder(2) == 1).all()
 
 
 def test_class_interleaved_order():
@@ -221,10 +240,11 @@ def test_normalized_cross_entropy_and_loss_bin():
 
 
 @needs_cuda
+@pytest.mark.parametrize("mirror", [False, True])
 @pytest.mark.parametrize("arch", [FCN(5, (6,)), LeNet.with_width_factor(0.5), CNN((1, 8, 8), (2, 3), 3, 1, (2, 1))])
-def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch):
+def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch, mirror):
     data = task(arch, 6, 0)
-    population = draw_fast(arch, Uniform(1.0), 5000, torch.Generator(device="cuda").manual_seed(0))
-    accepted, _ = FastChecker(arch, data, device="cuda").check(population)
+    population = draw_fast(arch, Uniform(1.0), 5000, torch.Generator(device="cuda").manual_seed(0), mirror=mirror)
+    accepted, _ = FastChecker(arch, data, device="cuda").check(population, mirrored=mirror)
     x, y = data.x.cuda(), data.y.cuda()
     assert torch.equal(accepted.cpu(), baseline_accepts(population, x, y).cpu())

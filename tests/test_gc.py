@@ -88,10 +88,10 @@ def test_gc_acceptance_rate_matches_exact_probability(tiny_problem, engine):
     result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000, engine=engine), torch.Generator().manual_seed(2),
                     10**9, max_draws=200_000, progress=False)
     assert result.stop_reason == "max_draws" and result.draws == 200_000
-    # The native engine draws mirrored pairs (at most one of a pair is accepted): accepting pairs
-    # are Binomial(draws / 2, 2 p). Other engines: accepted draws are Binomial(draws, p).
+    # The fast engines draw mirrored pairs (at most one of a pair is accepted): accepting pairs
+    # are Binomial(draws / 2, 2 p). The baseline: accepted draws are Binomial(draws, p).
     per = result.draws_per_trial
-    assert per == (2 if engine == "native" else 1)
+    assert per == (1 if engine == "baseline" else 2)
     trials = result.draws // per
     # Tolerance: exact binomial test of the accepted count against the enumerated rate, 1% level.
     assert binomtest(result.accepted_total, trials, per * exact_rate).pvalue > 0.01

@@ -52,14 +52,21 @@ ACTIVATION_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 28}
 
 
 def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Generator,
-              dtype: torch.dtype = torch.float32) -> Population:
+              dtype: torch.dtype = torch.float32, mirror: bool = False) -> Population:
     """Draw ``size`` networks i.i.d. from ``prior`` with few, large random-number calls.
 
     Quantized priors take ceil(log2 Q) raw random bits per weight (codes >= Q are rejected and
     replaced, so each weight is exactly uniform over the levels); uniform and Gaussian priors take
-    one flat draw for all parameters. The result is a different random stream from
-    ``Population.draw`` but the same distribution.
+    one flat draw for all parameters (uniform on the odd multiples of 2^-24 a, a grid symmetric
+    about 0). The result is a different random stream from ``Population.draw`` but the same
+    distribution. With ``mirror`` (``size`` even; see ``can_mirror``), networks 2i and 2i + 1 are a
+    mirrored pair: 2i + 1 is 2i with its head mirrored (``mirror_heads``).
     """
+    if mirror:
+        base = draw_fast(arch, prior, size // 2, generator, dtype)
+        twins = mirror_heads(arch, base.params)
+        params = {k: torch.stack([v, twins[k]], 1).flatten(0, 1) for k, v in base.params.items()}
+        return Population(arch, prior, params)
     shapes = arch.param_shapes()
     counts = [math.prod(s) for s in shapes.values()]
     total = size * sum(counts)
@@ -67,7 +74,9 @@ def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Gene
     if isinstance(prior, QuantizedUniform):
         flat = prior.level_tensor(dtype, device)[quantized_codes(prior.q, total, generator)]
     elif isinstance(prior, Uniform):
-        flat = torch.rand(total, generator=generator, dtype=dtype, device=device).mul_(2.0).sub_(1.0).mul_(prior.a)
+        # 2u - 1 + 2^-24 for u on torch.rand's grid (multiples of 2^-24): exact in float32.
+        flat = torch.rand(total, generator=generator, dtype=dtype, device=device).mul_(2.0).sub_(1.0)
+        flat = flat.add_(2.0**-24).mul_(prior.a)
     elif isinstance(prior, Gaussian):
         flat = torch.randn(total, generator=generator, dtype=dtype, device=device).mul_(prior.sigma)
     else:
@@ -77,6 +86,39 @@ def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Gene
         params[name] = flat[start : start + size * count].view(size, *shape)
         start += size * count
     return Population(arch, prior, params)
+
+
+def head_names(arch: Architecture) -> tuple[str, ...]:
+    """The parameters of the output layer (weights, and bias where the architecture has one)."""
+    if isinstance(arch, LeNet):
+        return ("w5", "b5")
+    return tuple(name for name in (f"w{arch.depth}", f"b{arch.depth}") if name in arch.param_shapes())
+
+
+def swaps_logits(arch: Architecture) -> bool:
+    return isinstance(arch, LeNet) and arch.outputs == 2
+
+
+def can_mirror(arch: Architecture, prior: Prior) -> bool:
+    """Whether mirroring a network's head maps the prior onto itself, so that a draw's mirror is a
+    draw too: always for two logits (a swap), and for a scalar head (a negation) when the prior is
+    symmetric about 0 -- Gaussian, uniform (the engines' grids are), or symmetric levels."""
+    if swaps_logits(arch):
+        return True
+    if isinstance(prior, QuantizedUniform):
+        levels = np.asarray(prior.levels, dtype=np.float32)
+        return set(levels.tolist()) == set((-levels).tolist())
+    return isinstance(prior, (Uniform, Gaussian))
+
+
+def mirror_heads(arch: Architecture, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` with each network's head mirrored: the two logits swapped, or a scalar head
+    negated. The mirror's output is exactly -f (f = z_1 - z_0 for two logits), since IEEE
+    rounding is symmetric, so it gets every training example the other way round."""
+    mirrored = dict(params)
+    for name in head_names(arch):
+        mirrored[name] = params[name].flip(1) if swaps_logits(arch) else -params[name]
+    return mirrored
 
 
 def quantized_codes(q: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -127,13 +169,18 @@ class FastChecker:
         self.blocks = _blocks(train.n) if early_rejection else [(0, train.n)]
         self.widest = self._widest_activation()
 
-    def check(self, population: Population) -> tuple[torch.Tensor, CheckStats]:
-        """(accepted mask over ``population``, statistics) -- the straightforward verdict, sooner."""
+    def check(self, population: Population, mirrored: bool = False) -> tuple[torch.Tensor, CheckStats]:
+        """(accepted mask over ``population``, statistics) -- the straightforward verdict, sooner.
+
+        ``mirrored``: the population is mirrored pairs (``draw_fast(..., mirror=True)``); the first
+        block then runs only the first network of each pair, whose twin's output is exactly -f.
+        """
         size = len(population)
-        alive = torch.arange(size, device=population.device)
-        uncertain = torch.zeros(size, dtype=torch.bool, device=population.device)
+        device = population.device
+        alive = torch.arange(0, size, 2 if mirrored else 1, device=device)
+        uncertain = torch.zeros(size, dtype=torch.bool, device=device)
         evaluated = 0
-        for start, stop in self.blocks:
+        for block, (start, stop) in enumerate(self.blocks):
             if alive.numel() == 0:
                 break
             x, y = self.x[start:stop], self.y[start:stop]
@@ -144,10 +191,12 @@ class FastChecker:
                 members = alive[begin : begin + chunk]
                 params = {k: v[members] for k, v in population.params.items()}
                 f, scale = self._forward(params, x)
-                correct = torch.sign(f).to(torch.int8) == y
-                near_zero = (f.abs() <= self.margin * scale) & (scale > 0)  # scale 0: f is exactly 0
-                uncertain[members] |= near_zero.any(dim=1)
-                keep_parts.append(members[correct.all(dim=1)])
+                near_zero = ((f.abs() <= self.margin * scale) & (scale > 0)).any(dim=1)  # scale 0: f is exactly 0
+                uncertain[members] |= near_zero
+                keep_parts.append(members[(torch.sign(f).to(torch.int8) == y).all(dim=1)])
+                if mirrored and block == 0:  # the twins: output -f, the same scale
+                    uncertain[members + 1] |= near_zero
+                    keep_parts.append(members[(torch.sign(-f).to(torch.int8) == y).all(dim=1)] + 1)
             evaluated += alive.numel() * (stop - start)
             alive = torch.cat(keep_parts)
         candidates = uncertain.clone()
@@ -338,7 +387,7 @@ class NativeEngine:
     Network ``id`` of stream ``key`` always has the same parameters (``draw`` regenerates them), so
     the kernel never writes parameters out: only verdicts (1 accepted, 0 rejected, 2 uncertain).
 
-    With ``mirror`` (where ``mirrors`` allows it), networks come in antithetic pairs: network
+    With ``mirror`` (where ``can_mirror`` allows it), networks come in antithetic pairs: network
     2i + 1 is network 2i with its head mirrored -- the two logits swapped, or a scalar head negated
     (which needs a prior symmetric about 0). Both are draws from the prior, one forward pass
     decides both on the first example, and at most one of a pair can interpolate, since the mirror
@@ -358,7 +407,7 @@ class NativeEngine:
         else:
             self.prior_args = (0, float(prior.a), np.zeros(1, dtype=np.float32), 0)
         self.n_params = arch.num_params()
-        self.mirror = mirror and self.mirrors(arch, prior)
+        self.mirror = mirror and can_mirror(arch, prior)
         if isinstance(arch, LeNet):
             self.head = (arch.outputs, arch.layer_widths[-1], 1)
         else:
@@ -370,17 +419,6 @@ class NativeEngine:
     @staticmethod
     def supports(arch: Architecture, prior: Prior) -> bool:
         return isinstance(prior, (Uniform, QuantizedUniform)) and isinstance(arch, (FCN, LeNet))
-
-    @staticmethod
-    def mirrors(arch: Architecture, prior: Prior) -> bool:
-        """Whether mirrored pairs are draws from ``prior``: always for two logits (a swap), and for a
-        scalar head when the prior is symmetric about 0 (the kernel's uniform grid is)."""
-        if isinstance(arch, LeNet) and arch.outputs == 2:
-            return True
-        if isinstance(prior, QuantizedUniform):
-            levels = np.asarray(prior.levels, dtype=np.float32)
-            return set(levels.tolist()) == set((-levels).tolist())
-        return isinstance(prior, Uniform)
 
     @property
     def draws_per_trial(self) -> int:

@@ -13,10 +13,16 @@ Engines, all exact (the same accept decision, see ``typicalnets.fast``):
 - ``fast`` (default): ``native`` where it applies, else ``torch`` (but ``baseline`` for FCNs and
   diagonal nets on a GPU, where it measured faster);
 - ``native``: the compiled CPU kernel for FCNs and LeNet with uniform or quantized priors (draw and
-  check in one pass, early rejection, and mirrored pairs: each draw's twin with its head mirrored
-  is decided by the same forward pass, see ``fast.NativeEngine``; ``mirror=False`` turns them off);
+  check in one pass, early rejection);
 - ``torch``: early rejection in PyTorch, on any device and architecture. Every
   accepted (and every borderline) network is re-checked in float64 (``fast.certified_interpolates``).
+
+The ``native`` and ``torch`` engines draw mirrored pairs where the prior allows (``fast.can_mirror``;
+``mirror=False`` turns them off): network 2i + 1 is network 2i with its head mirrored (two logits
+swapped, or a scalar head negated), a draw from the prior too, whose output is exactly -f. One
+forward pass decides both on the first example, and at most one of a pair interpolates, so the
+accepted networks remain i.i.d. from the posterior at about half the cost per draw; the accepting
+pairs are Binomial(pairs, 2 P(L_S = 0)), which ``SampleResult.acceptance_ci`` uses.
 
 The published accept rule can add a bin on the normalized cross-entropy (``loss_bin``).
 """
@@ -35,6 +41,7 @@ from typicalnets.fast import (
     DEFAULT_MARGIN,
     FastChecker,
     NativeEngine,
+    can_mirror,
     certified_interpolates,
     draw_fast,
 )
@@ -109,7 +116,8 @@ class GuessAndCheck:
             self.checker = FastChecker(arch, train, margin, device)
         self.engine = "native" if self.native else "torch" if self.checker else "baseline"
         # Draws per independent trial: mirrored pairs are drawn, and budgeted, whole.
-        self.draws_per_trial = self.native.draws_per_trial if self.native else 1
+        self.mirrored = self.engine != "baseline" and mirror and can_mirror(arch, prior)
+        self.draws_per_trial = 2 if self.mirrored else 1
         if self.native is None:  # engines that hold a batch's parameters in memory
             budget = PARAM_BUDGET.get(self.x.device.type, PARAM_BUDGET["cpu"])
             self.batch_size = max(1, min(self.batch_size, budget // arch.num_params()))
@@ -133,9 +141,10 @@ class GuessAndCheck:
             keep = certified_interpolates(guesses, self.x, self.y)
             rechecked = len(guesses)
         elif self.checker is not None:
-            # 1. Guess from raw random bits; 2.-3. early rejection, then the full-precision re-check.
-            guesses = draw_fast(self.arch, self.prior, batch, rng)
-            keep, stats = self.checker.check(guesses)
+            # 1. Guess from raw random bits (mirrored pairs); 2.-3. early rejection, then the
+            # full-precision re-check.
+            guesses = draw_fast(self.arch, self.prior, batch, rng, mirror=self.mirrored)
+            keep, stats = self.checker.check(guesses, mirrored=self.mirrored)
             evaluated, rechecked = stats.network_examples, stats.rechecked
         else:
             # 1. Guess: draw a batch of networks i.i.d. from the prior.
