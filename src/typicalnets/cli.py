@@ -227,7 +227,8 @@ def sample_command(
                        acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
                        log_prob_interpolate=result.log_prob_interpolate,
                        log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
-                       engine=gc.engine, loss_bin=list(bin_edges) if bin_edges else None)
+                       engine=gc.engine, draws_per_trial=result.draws_per_trial,
+                       loss_bin=list(bin_edges) if bin_edges else None)
     elif sampler == "smc":
         result = sample_smc(lambda: SequentialMonteCarlo(network, prior_obj, train_set, particles, block,
                                                          max_moves=max_moves, device=device),

@@ -448,10 +448,10 @@ class NativeEngine:
     def draw(self, key: int, ids) -> Population:
         """The parameters of networks ``ids`` of stream ``key`` as a population (in the order of ``ids``)."""
         kind, a, levels, q = self.prior_args
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
         flat = np.empty((len(ids), self.n_params), dtype=np.float32)
-        for row, network in enumerate(ids):
-            self.kernel.tn_draw(key, int(network), 1, self.n_params, kind, a, levels.ctypes.data, q,
-                                int(self.mirror), *self.head, flat[row].ctypes.data)
+        self.kernel.tn_draw(key, ids.ctypes.data, len(ids), self.n_params, kind, a, levels.ctypes.data, q,
+                            int(self.mirror), *self.head, flat.ctypes.data)
         params = split_flat(self.arch, torch.from_numpy(flat))
         for name in self.transposed:  # the stream filled these column by column
             rows, columns = params[name].shape[1:]

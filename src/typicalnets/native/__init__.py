@@ -62,7 +62,7 @@ def _declare(kernel: ctypes.CDLL) -> None:
     kernel.tn_fcn_check.restype = i64
     kernel.tn_fcn_check.argtypes = [f32p, i8p, i, i32p, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i, i8p]
     kernel.tn_draw.restype = None
-    kernel.tn_draw.argtypes = [u64, i64, i64, i64, i, f32, f32p, i, i, i, i, i, f32p]
+    kernel.tn_draw.argtypes = [u64, ctypes.c_void_p, i64, i64, i, f32, f32p, i, i, i, i, i, f32p]
     kernel.tn_fcn1_moves.restype = None
     kernel.tn_fcn1_moves.argtypes = [i64, i64, i, i, i, i, i, f32p, i, i8p, i, f32p, f32p, f32p, f32p, f32p, i, i64,
                                      ctypes.c_double, u64, i64, ctypes.c_double, f32p]

@@ -509,16 +509,16 @@ int64_t tn_fcn_check(const float *x, const int8_t *y, int n, const int *widths, 
     return evaluated;
 }
 
-/* Parameters of networks first_id .. first_id + count - 1, each n_params floats, into out. With
- * mirror, network i is stream i / 2, its head (the last outputs x head_k weights, then the biases
- * if head_bias) mirrored when i is odd. */
-void tn_draw(uint64_t key, int64_t first_id, int64_t count, int64_t n_params, int prior_kind, float prior_a,
+/* Parameters of networks ids[0 .. count - 1], each n_params floats, into out. With mirror,
+ * network i is stream i / 2, its head (the last outputs x head_k weights, then the biases if
+ * head_bias) mirrored when i is odd. */
+void tn_draw(uint64_t key, const int64_t *ids, int64_t count, int64_t n_params, int prior_kind, float prior_a,
              const float *levels, int q, int mirror, int outputs, int head_k, int head_bias, float *out) {
     const prior_t prior = {prior_kind, prior_a, levels, q};
     const int64_t head_size = (int64_t)outputs * head_k + (head_bias ? outputs : 0);
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < count; j++) {
-        const int64_t id = first_id + j;
+        const int64_t id = ids[j];
         float *params = out + j * n_params;
         generate(key, mirror ? id >> 1 : id, &prior, params, n_params);
         if (mirror && (id & 1)) mirror_head(params + n_params - head_size, outputs, head_k, head_bias);
