@@ -220,6 +220,11 @@ def test_sample_lenet_with_each_engine(tmp_path, engine):
     expected_engine = {"fast": "native" if native.load() else "torch", "torch": "torch", "baseline": "baseline"}[engine]
     assert summary["engine"] == expected_engine and summary["count"] == 3 and summary["loss_bin"] == [0.0, 100.0]
     assert summary["draws_per_trial"] == (1 if engine == "baseline" else 2)  # two logits: mirrored pairs
+    if engine == "fast":
+        unpaired = tmp_path / "unpaired"
+        assert run_cli("sample", "--train", tmp_path / "img.npz", "--arch", "lenet", "--width-factor", "0.25",
+                       "--prior", "uniform:1.0", "--count", 3, "--no-mirror", "--out", unpaired, "--no-progress") == 0
+        assert json.loads((unpaired / "summary.json").read_text())["draws_per_trial"] == 1
     population = Population.load(out / "population.pt")
     assert population.arch.name == "lenet" and population.arch.layer_widths == (2, 4, 30, 21)
     assert (np.load(out / "train_predictions.npy") == np.array([-1, 1, -1, 1])).all()

@@ -172,6 +172,8 @@ def sample_command(
     head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
     engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
     loss_bin: Annotated[Optional[str], typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")] = None,
+    mirror: Annotated[bool, typer.Option(help="gc: draw mirrored pairs where the prior allows (--no-mirror: unpaired "
+                                              "draws; both give i.i.d. posterior samples)")] = True,
     particles: Annotated[int, typer.Option(help="smc: particles per run")] = 1000,
     repeats: Annotated[int, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0))")] = 4,
     block: Annotated[int, typer.Option(help="smc: training examples added per step")] = 1,
@@ -218,7 +220,7 @@ def sample_command(
     start = time.perf_counter()
     summary: dict[str, Any] = {"sampler": sampler}
     if sampler == "gc":
-        gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges)
+        gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges, mirror=mirror)
         result = run_sampler(gc, rng, count, max_draws, time_limit, progress)
         population = result.population
         low, high = result.acceptance_ci
