@@ -14,6 +14,14 @@ by ``benchmarks/gc_throughput.py``:
 4. No grouped convolutions on GPUs: conv layers after the first run as im2col (one strided copy)
    plus one batched matmul there; on the CPU grouped convolutions measured 2-3x faster and stay.
 5. Networks are processed in chunks so memory stays bounded.
+6. Mirrored pairs: network 2i + 1 is network 2i with its head mirrored (``mirror_heads``), so its
+   output is exactly -f and one forward decides both on the first example (``can_mirror`` says
+   when the mirror is a prior draw too; ``samplers.gc`` explains why the accepted networks stay
+   i.i.d. from the posterior).
+
+Exact integer arithmetic for quantized priors is not used: it is exact only when the inputs are
+integers too, and every task here feeds real-valued (standardised) inputs to the first layer; the
+certified check below gives exact verdicts in floating point instead.
 
 Exactness: fp32 arithmetic in any order can misjudge the sign of an output within rounding error
 of 0, and quantized networks often compute exact ties (two identical hidden units cancelling), where

@@ -225,8 +225,10 @@ static inline void pool16(v8 top0, v8 top1, v8 bottom0, v8 bottom1, float bias, 
     const v8 m0 = vmax(top0, bottom0), m1 = vmax(top1, bottom1);
     const v8 even = SHUFFLE(m0, m1, 0, 2, 4, 6, 8, 10, 12, 14), odd = SHUFFLE(m0, m1, 1, 3, 5, 7, 9, 11, 13, 15);
     const v8 pooled = vmax(vmax(even, odd) + bias, (v8){0});
-    if (valid >= 8)
+    if (valid >= 8) /* constant sizes inline to plain stores; a variable size calls memcpy */
         memcpy(out, &pooled, sizeof pooled);
+    else if (valid == 4)
+        memcpy(out, &pooled, sizeof(float) * 4);
     else
         memcpy(out, &pooled, sizeof(float) * valid);
 }
