@@ -21,8 +21,8 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("gc_kernel.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-fno-tree-loop-distribute-patterns", "-shared", "-fPIC", "-std=gnu11"]
 # GCC's register-pressure-aware scheduling before register allocation: the convolution tiles then
-# keep their accumulators in registers (LeNet G&C measured about 15% faster); tried first, and
-# dropped for compilers that refuse them.
+# load each input vector once per tap instead of folding a load into most FMAs, which made them
+# load-bound (LeNet G&C measured about 15% faster); tried first, dropped for compilers that refuse them.
 SCHEDULING = ["-fschedule-insns", "-fsched-pressure", "-fsched-spec-load"]
 
 
