@@ -39,6 +39,7 @@ ARCHS = [
     CNN((2, 9), (3, 2), kernel_size=(3, 2), stride=(1, 2), pool=(2, 1)),
     CNN((1, 8, 8), (2, 3), kernel_size=3, pool=(2, 1), scaled=True), CNN((1, 7, 7), (2,), kernel_size=2, stride=2),
     LeNet.with_width_factor(0.25), LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
+    LeNet.with_width_factor(0.5, (3, 32, 32)),
     DiagonalLinear(5, 3),
 ]
 PRIORS = [Q3, Q5, Uniform(1.0), Gaussian(1.0)]
