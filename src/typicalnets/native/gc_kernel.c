@@ -107,12 +107,36 @@ static void generate(uint64_t key, int64_t id, const prior_t *prior, float *out,
      * rejects the whole network, which is redrawn from the continuing stream: rejection sampling of
      * the whole parameter vector, so the accepted vector is exactly uniform over the levels. */
     const uint32_t q = (uint32_t)prior->q, threshold = (uint32_t)(-q) % q;
+#if defined(__AVX2__)
+    /* The same codes 8 lanes at a time: two 32x32 -> 64-bit multiplies (even and odd lanes), and
+     * the levels looked up by a lane permute (q <= 8) instead of a scalar gather per weight, which
+     * measured 6x slower than uniform weights. */
+    float padded[8] = {0};
+    for (uint32_t k = 0; k < q && k < 8; k++) padded[k] = prior->levels[k];
+    const __m256 level_vector = _mm256_loadu_ps(padded);
+    const __m256i qv = _mm256_set1_epi32((int)q), sign = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i limit = _mm256_xor_si256(_mm256_set1_epi32((int)threshold), sign);
+#endif
     for (;;) {
         uint32_t biased = 0;
         for (int64_t i = 0; i < n; i += LANES) {
             stream_next(&st, r);
             const int64_t take = n - i < LANES ? n - i : LANES;
-            for (int l = 0; l < take; l++) {
+            int l = 0;
+#if defined(__AVX2__)
+            if (q <= 8)
+                for (; l + 8 <= take; l += 8) {
+                    const __m256i word = _mm256_loadu_si256((const __m256i *)(r + l));
+                    const __m256i even = _mm256_mul_epu32(word, qv), odd = _mm256_mul_epu32(_mm256_srli_epi64(word, 32), qv);
+                    const __m256i code = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+                    const __m256i fraction = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+                    /* unsigned fraction < threshold, as a signed compare of both shifted by 2^31 */
+                    biased |= (uint32_t)_mm256_movemask_ps(
+                        _mm256_castsi256_ps(_mm256_cmpgt_epi32(limit, _mm256_xor_si256(fraction, sign))));
+                    _mm256_storeu_ps(out + i + l, _mm256_permutevar8x32_ps(level_vector, code));
+                }
+#endif
+            for (; l < take; l++) {
                 const uint64_t m = (uint64_t)r[l] * q;
                 biased |= (uint32_t)m < threshold;
                 out[i + l] = prior->levels[m >> 32];
