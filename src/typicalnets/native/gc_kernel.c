@@ -197,7 +197,8 @@ static inline __attribute__((always_inline)) void dense_tile(const int NV, const
 #define DENSE_CASE(nv) \
     case nv: dense_tile(nv, wt, in, k, units, j0, acc); break
 
-static void dense_t(const float *wt, const float *b, const float *in, int k, int units, int act, float *out) {
+static inline __attribute__((always_inline)) void dense_t(const float *wt, const float *b, const float *in, int k,
+                                                          int units, const int act, float *out) {
     for (int j0 = 0; j0 < units; j0 += 64) {
         const int left = units - j0 < 64 ? units - j0 : 64, nv = (left + 7) / 8;
         v8 acc[8];
@@ -208,6 +209,18 @@ static void dense_t(const float *wt, const float *b, const float *in, int k, int
         float z[64];
         memcpy(z, acc, sizeof(v8) * nv);
         for (int j = 0; j < left; j++) out[j0 + j] = activate(z[j] + (b ? b[j0 + j] : 0.0f), act);
+    }
+}
+
+/* dense_t with the activation fixed at compile time (a switch per unit measured as a visible share
+ * of small FCNs' forward). */
+static void dense_by_activation(const float *wt, const float *b, const float *in, int k, int units, int act,
+                                float *out) {
+    switch (act) {
+        case ACT_RELU: dense_t(wt, b, in, k, units, ACT_RELU, out); break;
+        case ACT_SIGN: dense_t(wt, b, in, k, units, ACT_SIGN, out); break;
+        case ACT_LEAKY: dense_t(wt, b, in, k, units, ACT_LEAKY, out); break;
+        default: dense_t(wt, b, in, k, units, ACT_TANH, out);
     }
 }
 
@@ -499,14 +512,15 @@ static float fcn_forward(void *opaque, int e, float *scale) {
     for (int l = 1; l < net->depth; l++) {
         const int k = widths[l - 1], units = widths[l];
         const float *b = net->bias ? wp + (int64_t)units * k : NULL;
-        dense_t(wp, b, in, k, units, net->act, net->next);
+        dense_by_activation(wp, b, in, k, units, net->act, net->next);
         wp += (int64_t)units * k + (net->bias ? units : 0);
         if (net->scaled) {
             for (int u = 0; u < units; u++) net->next[u] *= wp[u];
             wp += units;
         }
-        memcpy(net->cur, net->next, sizeof(float) * units);
-        in = net->cur;
+        in = net->next;
+        float *swap = net->cur; /* the next layer writes the other buffer */
+        net->cur = net->next, net->next = swap;
     }
     const int k = widths[net->depth - 1];
     return head(wp, net->bias ? wp + k : NULL, 1, in, k, scale);

@@ -54,11 +54,13 @@ DEFAULT_BATCH = 16_384
 # (host memory stays well under 2 GB), 4 GB on a GPU.
 PARAM_BUDGET = {"cpu": 1 << 26, "cuda": 1 << 30}
 ENGINES = ("fast", "native", "torch", "baseline")
+NATIVE_MAX_BATCH = 1 << 20  # draws per native step at most (a 1 MB verdict array)
 
 
 class GCState(NamedTuple):
     accepted: Population  # accepted networks so far, in draw order
     draws: int  # networks drawn from the prior so far
+    batch: int | None = None  # draws of the next step (None: the sampler's batch size)
 
 
 class GCInfo(NamedTuple):
@@ -128,7 +130,8 @@ class GuessAndCheck:
 
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
         unit = self.draws_per_trial
-        batch = self.batch_size if max_draws is None else max(1, min(self.batch_size, max_draws))
+        size = state.batch or self.batch_size
+        batch = size if max_draws is None else max(1, min(size, max_draws))
         batch = max(unit, batch // unit * unit)
         n = self.x.shape[0]
         if self.native is not None:
@@ -164,4 +167,7 @@ class GuessAndCheck:
         # 5. Keep the interpolators, in draw order.
         accepted = Population.concat([state.accepted, guesses[keep]])
         info = GCInfo(batch, int(keep.sum()), int(evaluated), int(rechecked))
-        return GCState(accepted, state.draws + batch), info
+        # 6. The native engine holds no parameters: after a step that accepts nothing it doubles its
+        # batch, so that the per-step overhead (~1 ms) stays small when acceptance is rare.
+        grow = self.native is not None and info.accepted == 0
+        return GCState(accepted, state.draws + batch, min(NATIVE_MAX_BATCH, 2 * size) if grow else size), info
