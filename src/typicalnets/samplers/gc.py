@@ -55,6 +55,10 @@ DEFAULT_BATCH = 16_384
 PARAM_BUDGET = {"cpu": 1 << 26, "cuda": 1 << 30}
 ENGINES = ("fast", "native", "torch", "baseline")
 NATIVE_MAX_BATCH = 1 << 20  # draws per native step at most (a 1 MB verdict array)
+# Forward FLOPs per native step at most when its batch grows (~0.5 s on 2 cores), so that time
+# budgets are checked often; counted from the forwards evaluated, so the batch sizes, and with
+# them the draws, stay the same on every machine.
+NATIVE_STEP_FLOPS = 3e10
 
 
 class GCState(NamedTuple):
@@ -169,5 +173,6 @@ class GuessAndCheck:
         info = GCInfo(batch, int(keep.sum()), int(evaluated), int(rechecked))
         # 6. The native engine holds no parameters: after a step that accepts nothing it doubles its
         # batch, so that the per-step overhead (~1 ms) stays small when acceptance is rare.
-        grow = self.native is not None and info.accepted == 0
+        grow = (self.native is not None and info.accepted == 0
+                and 2 * info.network_examples * self.native.flops_per_example <= NATIVE_STEP_FLOPS)
         return GCState(accepted, state.draws + batch, min(NATIVE_MAX_BATCH, 2 * size) if grow else size), info
