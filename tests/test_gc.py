@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest, chisquare
 
+from typicalnets import native
 from typicalnets.data import Dataset, boolean_cube
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
 from typicalnets.samplers import GuessAndCheck, clopper_pearson, sample
+from typicalnets.samplers import gc as gc_module
 
 Q3 = QuantizedUniform.evenly_spaced(3)
 
@@ -171,3 +173,25 @@ def test_every_accepted_network_has_zero_training_error(arch, prior, n, seed, en
         assert (torch.sign(f).to(torch.int8) == y).all()
     assert result.accepted_total >= result.count
     assert 0 <= result.acceptance_rate <= 1
+
+
+@pytest.mark.skipif(native.load() is None, reason="no C compiler: the native kernel cannot be built")
+def test_native_batch_doubles_while_nothing_is_accepted(monkeypatch):
+    arch = FCN(2, (1,), bias=False)
+    train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))  # nobody interpolates
+    sampler = GuessAndCheck(arch, Q3, train, batch_size=1000, engine="native")
+    state, rng, sizes = sampler.init(), torch.Generator().manual_seed(0), []
+    for _ in range(12):
+        state, info = sampler.step(rng, state)
+        sizes.append(info.draws)
+    assert sizes[:4] == [1000, 2000, 4000, 8000] and sizes[-1] == gc_module.NATIVE_MAX_BATCH
+    # The FLOP cap stops the growth where the doubled step would exceed it (forwards x FLOPs each).
+    cap = 2 * 4000 * sampler.native.flops_per_example
+    monkeypatch.setattr(gc_module, "NATIVE_STEP_FLOPS", cap)
+    state, steps = sampler.init(), []
+    for _ in range(6):
+        state, info = sampler.step(rng, state)
+        steps.append((info.draws, 2 * info.network_examples * sampler.native.flops_per_example <= cap))
+    for (draws, under_cap), (next_draws, _) in zip(steps, steps[1:]):
+        assert next_draws == (2 * draws if under_cap else draws)
+    assert steps[-1][0] == steps[-2][0] < gc_module.NATIVE_MAX_BATCH  # growth stopped at the cap
