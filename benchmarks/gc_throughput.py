@@ -51,13 +51,6 @@ def mnist_shaped(n: int, seed: int = 0) -> Dataset:
     return Dataset((x - x.mean()) / x.std(), (2 * labels - 1).to(torch.int8))
 
 
-def flops_per_example(arch) -> int:
-    if isinstance(arch, LeNet):
-        return arch.flops_per_example()
-    sizes = arch.layer_sizes
-    return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
 def peak_flops(device: str) -> float:
     """Nominal fp32 peak: FMA units x SIMD lanes x 2 x clock (CPU); FP32 cores x 2 x clock (GPU)."""
     if device == "cuda":
@@ -141,7 +134,7 @@ def main() -> int:
               f"{'speed-up':>9} {'(rounds)':>9}")
     for case in args.cases.split(","):
         arch, prior = CASES[case]
-        flops = flops_per_example(arch)
+        flops = arch.flops_per_example()
         for n in (int(v) for v in args.n.split(",")):
             data = mnist_shaped(n)
             if isinstance(arch, FCN):

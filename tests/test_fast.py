@@ -215,6 +215,7 @@ def test_lenet_matches_the_published_size():
     lenet = LeNet.with_width_factor(0.5)
     assert lenet.layer_widths == (3, 8, 60, 42)
     assert lenet.num_params() == 11_074 and lenet.flops_per_example() == 183_768
+    assert FCN(784, (32,)).flops_per_example() == 2 * (784 * 32 + 32)
     assert LeNet.with_width_factor(0.5, (3, 32, 32)).flat_features == 200
 
 

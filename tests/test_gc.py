@@ -186,12 +186,12 @@ def test_native_batch_doubles_while_nothing_is_accepted(monkeypatch):
         sizes.append(info.draws)
     assert sizes[:4] == [1000, 2000, 4000, 8000] and sizes[-1] == gc_module.NATIVE_MAX_BATCH
     # The FLOP cap stops the growth where the doubled step would exceed it (forwards x FLOPs each).
-    cap = 2 * 4000 * sampler.native.flops_per_example
+    cap = 2 * 4000 * arch.flops_per_example()
     monkeypatch.setattr(gc_module, "NATIVE_STEP_FLOPS", cap)
     state, steps = sampler.init(), []
     for _ in range(6):
         state, info = sampler.step(rng, state)
-        steps.append((info.draws, 2 * info.network_examples * sampler.native.flops_per_example <= cap))
+        steps.append((info.draws, 2 * info.network_examples * arch.flops_per_example() <= cap))
     for (draws, under_cap), (next_draws, _) in zip(steps, steps[1:]):
         assert next_draws == (2 * draws if under_cap else draws)
     assert steps[-1][0] == steps[-2][0] < gc_module.NATIVE_MAX_BATCH  # growth stopped at the cap

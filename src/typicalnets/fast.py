@@ -433,14 +433,6 @@ class NativeEngine:
         """Draws per independent trial: 2 with mirrored pairs, else 1."""
         return 2 if self.mirror else 1
 
-    @property
-    def flops_per_example(self) -> int:
-        """Forward FLOPs of one network on one example."""
-        if isinstance(self.arch, LeNet):
-            return self.arch.flops_per_example()
-        sizes = self.arch.layer_sizes
-        return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-
     def check(self, key: int, count: int):
         """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key`` (count even with
         mirrored pairs), and the forward passes evaluated."""

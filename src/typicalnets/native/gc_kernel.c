@@ -212,16 +212,21 @@ static inline __attribute__((always_inline)) void dense_t(const float *wt, const
     }
 }
 
+/* call(A) with the runtime activation act as the compile-time constant A, so that the code inside
+ * is specialised per activation. */
+#define BY_ACTIVATION(call)                   \
+    (act == ACT_RELU    ? call(ACT_RELU)      \
+     : act == ACT_SIGN  ? call(ACT_SIGN)      \
+     : act == ACT_LEAKY ? call(ACT_LEAKY)     \
+                        : call(ACT_TANH))
+
 /* dense_t with the activation fixed at compile time (a switch per unit measured as a visible share
  * of small FCNs' forward). */
 static void dense_by_activation(const float *wt, const float *b, const float *in, int k, int units, int act,
                                 float *out) {
-    switch (act) {
-        case ACT_RELU: dense_t(wt, b, in, k, units, ACT_RELU, out); break;
-        case ACT_SIGN: dense_t(wt, b, in, k, units, ACT_SIGN, out); break;
-        case ACT_LEAKY: dense_t(wt, b, in, k, units, ACT_LEAKY, out); break;
-        default: dense_t(wt, b, in, k, units, ACT_TANH, out);
-    }
+#define DENSE(a) dense_t(wt, b, in, k, units, a, out)
+    BY_ACTIVATION(DENSE);
+#undef DENSE
 }
 
 /* The input of a valid 5x5 convolution as 5 copies shifted by kx = 0..4 columns, each row padded
@@ -631,12 +636,6 @@ static inline __attribute__((always_inline)) int reweigh_unit(const int act, con
     }
     return 1;
 }
-
-#define BY_ACTIVATION(call)                   \
-    (act == ACT_RELU    ? call(ACT_RELU)      \
-     : act == ACT_SIGN  ? call(ACT_SIGN)      \
-     : act == ACT_LEAKY ? call(ACT_LEAKY)     \
-                        : call(ACT_TANH))
 
 /* Proposals per particle; returns accepted moves per particle in accepted[]. */
 void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, int scaled, int act,

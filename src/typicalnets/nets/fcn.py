@@ -60,6 +60,11 @@ class FCN(Architecture):
         """(d_0, d_1, ..., d_L) with d_0 the input and d_L = 1."""
         return (self.in_dim, *self.hidden, 1)
 
+    def flops_per_example(self) -> int:
+        """Multiply-adds x 2 of one forward on one example (biases, scales and activations not counted)."""
+        sizes = self.layer_sizes
+        return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
     def with_widths(self, widths):
         return replace(self, hidden=tuple(widths))
 

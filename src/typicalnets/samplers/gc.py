@@ -174,5 +174,5 @@ class GuessAndCheck:
         # 6. The native engine holds no parameters: after a step that accepts nothing it doubles its
         # batch, so that the per-step overhead (~1 ms) stays small when acceptance is rare.
         grow = (self.native is not None and info.accepted == 0
-                and 2 * info.network_examples * self.native.flops_per_example <= NATIVE_STEP_FLOPS)
+                and 2 * info.network_examples * self.arch.flops_per_example() <= NATIVE_STEP_FLOPS)
         return GCState(accepted, state.draws + batch, min(NATIVE_MAX_BATCH, 2 * size) if grow else size), info
