@@ -460,8 +460,69 @@ class NativeEngine:
         flat = np.empty((len(ids), self.n_params), dtype=np.float32)
         self.kernel.tn_draw(key, ids.ctypes.data, len(ids), self.n_params, kind, a, levels.ctypes.data, q,
                             int(self.mirror), *self.head, flat.ctypes.data)
-        params = split_flat(self.arch, torch.from_numpy(flat))
-        for name in self.transposed:  # the stream filled these column by column
-            rows, columns = params[name].shape[1:]
-            params[name] = params[name].reshape(len(ids), columns, rows).transpose(1, 2)
-        return Population(self.arch, self.prior, {k: v.contiguous() for k, v in params.items()})
+        return stream_population(self.arch, self.prior, torch.from_numpy(flat), self.transposed)
+
+
+def stream_population(arch: Architecture, prior: Prior, flat: torch.Tensor, transposed) -> Population:
+    """Parameters in the kernels' stream order (one row per network) as a population: the layers
+    named in ``transposed`` were filled column by column."""
+    params = split_flat(arch, flat)
+    for name in transposed:
+        rows, columns = params[name].shape[1:]
+        params[name] = params[name].reshape(len(flat), columns, rows).transpose(1, 2)
+    return Population(arch, prior, {k: v.contiguous() for k, v in params.items()})
+
+
+class CudaEngine:
+    """Draw and check LeNets in one pass in the CUDA kernel (``native/gc_cuda.cu``), on a GPU or,
+    for tests, in its CPU emulation (``native.cuda.emulator``).
+
+    Network ``id`` of stream ``key`` is the same network as in ``NativeEngine`` (same random
+    stream and parameter order, mirrored pairs alike), and the kernel makes the same decisions:
+    early rejection, verdicts 1 accepted, 0 rejected, 2 uncertain; ``draw`` regenerates any
+    network's parameters on the device for the full-precision re-check.
+    """
+
+    def __init__(self, kernel, arch: LeNet, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN,
+                 mirror: bool = True, device: torch.device | str = "cpu"):
+        self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
+        order = class_interleaved_order(train.y)
+        self.x = train.x[order].to(device=device, dtype=torch.float32).contiguous()
+        self.y = train.y[order].to(device=device, dtype=torch.int8).contiguous()
+        if isinstance(prior, QuantizedUniform):
+            levels = torch.tensor(prior.levels, dtype=torch.float32, device=device)
+            self.prior_args = (1, 0.0, levels, prior.q)
+        else:
+            self.prior_args = (0, float(prior.a), torch.zeros(1, device=device), 0)
+        self.mirror = mirror and can_mirror(arch, prior)
+        self.n_params = arch.num_params()
+        if kernel.layout[8] != self.n_params:
+            raise TypicalnetsError(f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}")
+        self.transposed = {"w3", "w4"}
+
+    @staticmethod
+    def supports(arch: Architecture, prior: Prior) -> bool:
+        from typicalnets.native import cuda
+
+        return isinstance(prior, (Uniform, QuantizedUniform)) and cuda.supports(arch)
+
+    @property
+    def draws_per_trial(self) -> int:
+        return 2 if self.mirror else 1
+
+    def check(self, key: int, count: int):
+        """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key``, and the forward
+        passes evaluated."""
+        if count % self.draws_per_trial:
+            raise ValueError(f"mirrored pairs need an even count, got {count}")
+        status = torch.empty(count, dtype=torch.int8, device=self.x.device)
+        evaluated = self.kernel.check(self.x, self.y, self.prior_args, key, count // self.draws_per_trial,
+                                      self.margin, self.mirror, status)
+        return status.cpu().numpy(), evaluated
+
+    def draw(self, key: int, ids) -> Population:
+        """The parameters of networks ``ids`` of stream ``key``, on the engine's device."""
+        ids = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.x.device)
+        flat = torch.empty(len(ids), self.n_params, dtype=torch.float32, device=self.x.device)
+        self.kernel.draw(key, ids, self.prior_args, self.mirror, flat)
+        return stream_population(self.arch, self.prior, flat, self.transposed)

@@ -1,0 +1,214 @@
+"""The CUDA LeNet kernel (``gc_cuda.cu``): built with nvcc on first use, or emulated on the CPU.
+
+``kernel(arch, device)`` compiles the source for the GPU's architecture with the shape of ``arch``
+fixed at compile time (``nvcc -cubin``, cached per user like the CPU kernel) and loads it through
+the CUDA driver API (``libcuda``, the library every CUDA install has) into the context PyTorch
+uses, so kernels run on PyTorch's stream over PyTorch tensors. Where nvcc or the driver is missing
+it returns None and Guess & Check falls back to the PyTorch engine; ``TYPICALNETS_NATIVE=0``
+forces that.
+
+``emulator(arch)`` compiles the same source as C++ for the CPU (``TN_EMULATE``: a half-warp's 16
+threads run one after another between barriers), which computes what the GPU computes; the tests
+check it against the CPU kernel and the straightforward method where no GPU is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from typicalnets.native import cache_dir
+from typicalnets.nets import LeNet
+
+SOURCE = Path(__file__).with_name("gc_cuda.cu")
+THREADS = 128  # threads per block: 8 half-warps, one network each (the kernel's __launch_bounds__)
+NETWORKS_PER_BLOCK = THREADS // 16
+# Exact arithmetic as written: no contraction of a * b + c beyond the source's own fmaf calls.
+NVCC_FLAGS = ["-cubin", "-O3", "--fmad=false", "-std=c++17"]
+EMULATOR_FLAGS = ["-x", "c++", "-O2", "-ffp-contract=off", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
+                  "-shared", "-fPIC"]
+LAYOUT_FIELDS = 10  # tn_lenet_layout: c0, h, w, c1, c2, f1, f2, outputs, parameters, shared floats per network
+
+
+def supports(arch) -> bool:
+    """LeNets whose dense layers have at least 16 units (a stream step's 16 weights then feed 16
+    different units) and whose feature maps survive both pools."""
+    return isinstance(arch, LeNet) and min(arch.layer_widths[2:]) >= 16
+
+
+def shape_defines(arch: LeNet) -> list[str]:
+    c0, h, w = arch.in_shape
+    c1, c2, f1, f2 = arch.layer_widths
+    values = {"C0": c0, "H": h, "W": w, "C1": c1, "C2": c2, "F1": f1, "F2": f2, "OUT": arch.outputs}
+    return [f"-D{k}={v}" for k, v in values.items()]
+
+
+def _build(compiler: str, flags: list[str], defines: list[str], suffix: str, extra: bytes = b"") -> Path | None:
+    """Compile the source once per (compiler, flags, shape) into the cache; None when it fails."""
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + compiler.encode() + " ".join(flags + defines).encode() + extra).hexdigest()[:16]
+    target = cache_dir() / f"gc_cuda-{tag}{suffix}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            result = subprocess.run([compiler, *flags, *defines, str(SOURCE), "-o", str(built)], capture_output=True)
+            if result.returncode != 0:
+                return None
+            os.replace(built, target)  # atomic: concurrent builders never see a half-written file
+    return target
+
+
+class EmulatedKernel:
+    """The kernel's code compiled for the CPU: the same verdicts and parameters, slowly."""
+
+    def __init__(self, library: ctypes.CDLL):
+        self.library = library
+        self.layout = tuple(np.ctypeslib.as_array((ctypes.c_int * LAYOUT_FIELDS).in_dll(library, "tn_lenet_layout")))
+        p, i, i64, u64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
+        library.tn_lenet_check.restype = i64
+        library.tn_lenet_check.argtypes = [p, p, i, i, f32, p, i, u64, i64, i64, f32, i, p]
+        library.tn_lenet_draw.restype = None
+        library.tn_lenet_draw.argtypes = [u64, p, i64, i, f32, p, i, i, p]
+
+    def check(self, x: torch.Tensor, y: torch.Tensor, prior_args, key: int, streams: int, margin: float,
+              mirror: bool, status: torch.Tensor) -> int:
+        kind, a, levels, q = prior_args
+        return int(self.library.tn_lenet_check(x.data_ptr(), y.data_ptr(), len(y), kind, a, levels.data_ptr(), q, key,
+                                               0, streams, margin, int(mirror), status.data_ptr()))
+
+    def draw(self, key: int, ids: torch.Tensor, prior_args, mirror: bool, out: torch.Tensor) -> None:
+        kind, a, levels, q = prior_args
+        self.library.tn_lenet_draw(key, ids.data_ptr(), len(ids), kind, a, levels.data_ptr(), q, int(mirror),
+                                   out.data_ptr())
+
+
+@lru_cache(maxsize=None)
+def emulator(arch: LeNet) -> EmulatedKernel | None:
+    """The kernel for ``arch`` compiled as C++ for this CPU, or None without a C++ compiler."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None or not supports(arch):
+        return None
+    library = _build(compiler, EMULATOR_FLAGS, shape_defines(arch), ".so")
+    return None if library is None else EmulatedKernel(ctypes.CDLL(str(library)))
+
+
+class DriverError(RuntimeError):
+    pass
+
+
+class GPUKernel:
+    """The cubin loaded into PyTorch's context on one device, launched on PyTorch's current stream."""
+
+    def __init__(self, driver: ctypes.CDLL, cubin: Path, device: torch.device):
+        self.driver, self.device = driver, device
+        with torch.cuda.device(device):
+            torch.cuda.current_stream(device).synchronize()  # makes PyTorch's context current on this thread
+            self.module = ctypes.c_void_p()
+            self._call("cuModuleLoadData", ctypes.byref(self.module), cubin.read_bytes())
+            self.check_fn, self.draw_fn = ctypes.c_void_p(), ctypes.c_void_p()
+            self._call("cuModuleGetFunction", ctypes.byref(self.check_fn), self.module, b"tn_lenet_check")
+            self._call("cuModuleGetFunction", ctypes.byref(self.draw_fn), self.module, b"tn_lenet_draw")
+            pointer, size = ctypes.c_uint64(), ctypes.c_size_t()
+            self._call("cuModuleGetGlobal_v2", ctypes.byref(pointer), ctypes.byref(size), self.module,
+                       b"tn_lenet_layout")
+            layout = (ctypes.c_int * LAYOUT_FIELDS)()
+            self._call("cuMemcpyDtoH_v2", layout, pointer, ctypes.c_size_t(ctypes.sizeof(layout)))
+            self.layout = tuple(layout)
+            self.shared_bytes = NETWORKS_PER_BLOCK * self.layout[9] * 4
+            max_dynamic_shared = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            self._call("cuFuncSetAttribute", self.check_fn, max_dynamic_shared, ctypes.c_int(self.shared_bytes))
+            blocks = ctypes.c_int()
+            self._call("cuOccupancyMaxActiveBlocksPerMultiprocessor", ctypes.byref(blocks), self.check_fn,
+                       ctypes.c_int(THREADS), ctypes.c_size_t(self.shared_bytes))
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            self.resident_blocks = max(1, blocks.value) * sms
+        self.counters = torch.zeros(2, dtype=torch.int64, device=device)
+
+    def _call(self, name: str, *args) -> None:
+        result = getattr(self.driver, name)(*args)
+        if result != 0:
+            message = ctypes.c_char_p()
+            self.driver.cuGetErrorString(result, ctypes.byref(message))
+            raise DriverError(f"{name} failed: {(message.value or b'?').decode()} (CUresult {result})")
+
+    def _launch(self, function, blocks: int, shared: int, args: list) -> None:
+        holders = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args])
+        stream = ctypes.c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
+        self._call("cuLaunchKernel", function, blocks, 1, 1, THREADS, 1, 1, shared, stream, holders, None)
+
+    def check(self, x, y, prior_args, key, streams, margin, mirror, status) -> int:
+        kind, a, levels, q = prior_args
+        self.counters.zero_()
+        blocks = min(self.resident_blocks, -(-streams // NETWORKS_PER_BLOCK))
+        p = ctypes.c_void_p
+        args = [p(x.data_ptr()), p(y.data_ptr()), ctypes.c_int(len(y)), ctypes.c_int(kind), ctypes.c_float(a),
+                p(levels.data_ptr()), ctypes.c_int(q), ctypes.c_uint64(key), ctypes.c_int64(0),
+                ctypes.c_int64(streams), ctypes.c_float(margin), ctypes.c_int(int(mirror)), p(status.data_ptr()),
+                p(self.counters.data_ptr())]
+        with torch.cuda.device(self.device):
+            self._launch(self.check_fn, blocks, self.shared_bytes, args)
+        return int(self.counters[1])
+
+    def draw(self, key, ids, prior_args, mirror, out) -> None:
+        if len(ids) == 0:
+            return
+        kind, a, levels, q = prior_args
+        p = ctypes.c_void_p
+        args = [ctypes.c_uint64(key), p(ids.data_ptr()), ctypes.c_int64(len(ids)), ctypes.c_int(kind),
+                ctypes.c_float(a), p(levels.data_ptr()), ctypes.c_int(q), ctypes.c_int(int(mirror)), p(out.data_ptr())]
+        with torch.cuda.device(self.device):
+            self._launch(self.draw_fn, -(-len(ids) // NETWORKS_PER_BLOCK), 0, args)
+
+
+@lru_cache(maxsize=1)
+def _driver() -> ctypes.CDLL | None:
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    for name in ("cuModuleLoadData", "cuModuleGetFunction", "cuModuleGetGlobal_v2", "cuMemcpyDtoH_v2",
+                 "cuFuncSetAttribute", "cuOccupancyMaxActiveBlocksPerMultiprocessor", "cuLaunchKernel",
+                 "cuGetErrorString"):
+        getattr(driver, name).restype = ctypes.c_int
+    driver.cuModuleGetFunction.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
+    driver.cuModuleGetGlobal_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
+    driver.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
+    driver.cuLaunchKernel.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
+                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_void_p]
+    return driver
+
+
+@lru_cache(maxsize=None)
+def _gpu_kernel(arch: LeNet, device: torch.device) -> GPUKernel | None:
+    nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
+    driver = _driver()
+    if nvcc is None or driver is None:
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    flags = [*NVCC_FLAGS, f"-arch=sm_{major}{minor}"]
+    version = subprocess.run([nvcc, "--version"], capture_output=True).stdout
+    cubin = _build(nvcc, flags, shape_defines(arch), ".cubin", version)
+    return None if cubin is None else GPUKernel(driver, cubin, device)
+
+
+def kernel(arch, device: torch.device | str) -> GPUKernel | None:
+    """The compiled kernel for ``arch`` on CUDA ``device``, or None where it cannot be built or
+    loaded (no CUDA device, no nvcc, an unsupported shape, or ``TYPICALNETS_NATIVE=0``)."""
+    device = torch.device(device)
+    if (device.type != "cuda" or not torch.cuda.is_available() or not supports(arch)
+            or os.environ.get("TYPICALNETS_NATIVE", "1") == "0"):
+        return None
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _gpu_kernel(arch, device)
