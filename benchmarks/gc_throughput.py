@@ -28,6 +28,7 @@ import time
 import torch
 
 from typicalnets.data import Dataset
+from typicalnets.errors import TypicalnetsError
 from typicalnets.fast import FastChecker, draw_fast
 from typicalnets.nets import FCN, LeNet, Population
 from typicalnets.priors import QuantizedUniform, Uniform
@@ -142,6 +143,11 @@ def main() -> int:
             fast = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="fast")
             methods = [("baseline", GuessAndCheck(arch, prior, data, baseline_batch, args.device, engine="baseline")),
                        ("fast", fast)]
+            if cuda and isinstance(arch, LeNet):  # the CUDA kernel, opt-in until measured here
+                try:
+                    methods.append(("native", GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="native")))
+                except TypicalnetsError as error:
+                    print(f"note: no CUDA kernel ({error})", file=sys.stderr)
             if args.ablations:
                 if fast.engine == "native" and fast.draws_per_trial == 2:
                     methods.append(("ablation:native-no-mirror", GuessAndCheck(arch, prior, data, fast_batch, args.device,

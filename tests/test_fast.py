@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from scipy.stats import chisquare
 from typicalnets import native
 from typicalnets.data import Dataset
 from typicalnets.fast import (
+    CudaEngine,
     FastChecker,
     NativeEngine,
     can_mirror,
@@ -23,6 +28,7 @@ from typicalnets.fast import (
     head_names,
     quantized_codes,
 )
+from typicalnets.native import cuda as cuda_kernel
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
 from typicalnets.samplers import sample
@@ -250,3 +256,93 @@ def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch, mirror):
     accepted, _ = FastChecker(arch, data, device="cuda").check(population, mirrored=mirror)
     x, y = data.x.cuda(), data.y.cuda()
     assert torch.equal(accepted.cpu(), baseline_accepts(population, x, y).cpu())
+
+
+# The CUDA LeNet kernel: its CPU emulation (the same source, compiled as C++) runs everywhere; the
+# GPU build needs nvcc and a device.
+CUDA_ARCHS = [LeNet.with_width_factor(0.5), LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
+              LeNet.with_width_factor(0.5, (3, 32, 32))]
+needs_emulator = pytest.mark.skipif(cuda_kernel.emulator(CUDA_ARCHS[0]) is None,
+                                    reason="no C++ compiler: the CUDA kernel's emulation cannot be built")
+
+
+@needs_kernel
+@needs_emulator
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(arch=st.sampled_from(CUDA_ARCHS), prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]),
+       n=st.integers(1, 6), seed=st.integers(0, 10**6), mirror=st.booleans())
+def test_cuda_kernel_emulation_decides_and_draws_as_the_native_kernel(arch, prior, n, seed, mirror):
+    """Same stream, same order of every conv and hidden-layer sum: the same verdicts (uncertain
+    ones included), the same forwards evaluated, bitwise the same parameters."""
+    data = task(arch, n, seed)
+    cpu = NativeEngine(KERNEL, arch, prior, data, mirror=mirror)
+    emulated = CudaEngine(cuda_kernel.emulator(arch), arch, prior, data, mirror=mirror)
+    status, evaluated = emulated.check(seed, 200)
+    expected_status, expected_evaluated = cpu.check(seed, 200)
+    np.testing.assert_array_equal(status, expected_status)
+    assert evaluated == expected_evaluated
+    ids = np.concatenate([np.arange(6), np.flatnonzero(status)])
+    drawn, expected = emulated.draw(seed, ids), cpu.draw(seed, ids)
+    for name, value in expected.params.items():
+        assert torch.equal(drawn.params[name], value), name
+
+
+@needs_emulator
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(arch=st.sampled_from(CUDA_ARCHS[:2]), prior=st.sampled_from([Q3, Uniform(1.0)]), n=st.integers(1, 6),
+       seed=st.integers(0, 10**6))
+def test_cuda_kernel_emulation_accepts_exactly_the_baseline_set(arch, prior, n, seed):
+    data = task(arch, n, seed)
+    engine = CudaEngine(cuda_kernel.emulator(arch), arch, prior, data)
+    status, evaluated = engine.check(seed, 300)
+    population = engine.draw(seed, range(300))
+    candidates = torch.from_numpy(status != 0)
+    accepts = torch.zeros(300, dtype=torch.bool)
+    accepts[candidates] = certified_interpolates(population[candidates], data.x, data.y)
+    assert torch.equal(accepts, baseline_accepts(population, data.x, data.y))
+    assert not accepts.view(-1, 2).all(dim=1).any()  # at most one of a mirrored pair
+    assert 150 <= evaluated <= 300 * n
+
+
+def test_cuda_kernel_takes_lenets_with_wide_fc_layers_only():
+    assert cuda_kernel.supports(LeNet.with_width_factor(0.5))
+    assert not cuda_kernel.supports(LeNet.with_width_factor(0.1))  # fc layers of 12 and 8 units
+    assert not cuda_kernel.supports(FCN(5, (6,)))
+    assert cuda_kernel.kernel(LeNet.with_width_factor(0.5), "cpu") is None
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_cuda_kernel_compiles_for_hopper_without_spilling_much():
+    """The GPU build compiles (here without a GPU: sm_90, as on an H100/H200)."""
+    arch = LeNet.with_width_factor(0.5)
+    flags = [*cuda_kernel.NVCC_FLAGS, "-arch=sm_90", "-Xptxas", "-v"]
+    result = subprocess.run(["nvcc", *flags, *cuda_kernel.shape_defines(arch), str(cuda_kernel.SOURCE), "-o",
+                             os.devnull], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", result.stderr)]
+    assert spills and max(spills) <= 256, result.stderr
+
+
+@needs_cuda
+@needs_kernel
+@pytest.mark.parametrize("prior", [Uniform(1.0), Q3])
+@pytest.mark.parametrize("arch", CUDA_ARCHS)
+def test_cuda_kernel_on_the_gpu_decides_and_draws_as_the_native_kernel(arch, prior):
+    gpu = cuda_kernel.kernel(arch, "cuda")
+    if gpu is None:
+        pytest.skip("no nvcc or CUDA driver: the CUDA kernel cannot be built")
+    data = task(arch, 6, 1)
+    engine = CudaEngine(gpu, arch, prior, data, device="cuda")
+    status, evaluated = engine.check(5, 20_000)
+    expected_status, expected_evaluated = NativeEngine(KERNEL, arch, prior, data).check(5, 20_000)
+    np.testing.assert_array_equal(status, expected_status)
+    assert evaluated == expected_evaluated
+    ids = np.flatnonzero(status)
+    drawn = engine.draw(5, ids)
+    for name, value in NativeEngine(KERNEL, arch, prior, data).draw(5, ids).params.items():
+        assert torch.equal(drawn.params[name].cpu(), value), name
+    # The sampler's native engine on a GPU: every accepted network interpolates, checked on the CPU.
+    sampler = GuessAndCheck(arch, prior, data, batch_size=20_000, device="cuda", engine="native")
+    state, info = sampler.step(torch.Generator().manual_seed(0), sampler.init())
+    assert sampler.engine == "native" and info.draws == 20_000 and info.accepted == len(state.accepted) > 0
+    assert bool(certified_interpolates(state.accepted.to("cpu"), data.x, data.y).all())

@@ -187,7 +187,7 @@ def test_native_batch_doubles_while_nothing_is_accepted(monkeypatch):
     assert sizes[:4] == [1000, 2000, 4000, 8000] and sizes[-1] == gc_module.NATIVE_MAX_BATCH
     # The FLOP cap stops the growth where the doubled step would exceed it (forwards x FLOPs each).
     cap = 2 * 4000 * arch.flops_per_example()
-    monkeypatch.setattr(gc_module, "NATIVE_STEP_FLOPS", cap)
+    monkeypatch.setitem(gc_module.NATIVE_STEP_FLOPS, "cpu", cap)
     state, steps = sampler.init(), []
     for _ in range(6):
         state, info = sampler.step(rng, state)

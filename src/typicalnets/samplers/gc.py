@@ -12,8 +12,10 @@ Engines, all exact (the same accept decision, see ``typicalnets.fast``):
   every training example (grouped convolutions for conv nets), accepted networks re-checked in float64;
 - ``fast`` (default): ``native`` where it applies, else ``torch`` (but ``baseline`` for FCNs and
   diagonal nets on a GPU, where it measured faster);
-- ``native``: the compiled CPU kernel for FCNs and LeNet with uniform or quantized priors (draw and
-  check in one pass, early rejection);
+- ``native``: the compiled kernel that draws and checks in one pass with early rejection: on the
+  CPU for FCNs and LeNet (``native/gc_kernel.c``), on a GPU for LeNet (``native/gc_cuda.cu``, built
+  with nvcc; ``fast`` does not pick it on GPUs yet, as it has run only in its CPU emulation so far),
+  with uniform or quantized priors;
 - ``torch``: early rejection in PyTorch, on any device and architecture. Every
   accepted (and every borderline) network is re-checked in float64 (``fast.certified_interpolates``).
 
@@ -39,12 +41,14 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.fast import (
     DEFAULT_MARGIN,
+    CudaEngine,
     FastChecker,
     NativeEngine,
     can_mirror,
     certified_interpolates,
     draw_fast,
 )
+from typicalnets.native import cuda
 from typicalnets.nets import FCN, Architecture, DiagonalLinear, Population
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior
@@ -55,10 +59,11 @@ DEFAULT_BATCH = 16_384
 PARAM_BUDGET = {"cpu": 1 << 26, "cuda": 1 << 30}
 ENGINES = ("fast", "native", "torch", "baseline")
 NATIVE_MAX_BATCH = 1 << 20  # draws per native step at most (a 1 MB verdict array)
-# Forward FLOPs per native step at most when its batch grows (~0.5 s on 2 cores), so that time
-# budgets are checked often; counted from the forwards evaluated, so the batch sizes, and with
-# them the draws, stay the same on every machine.
-NATIVE_STEP_FLOPS = 3e10
+# Forward FLOPs per native step at most when its batch grows (~0.5 s on 2 cores; on a GPU, well
+# under a second at a few % of its peak), so that time budgets are checked often; counted from the
+# forwards evaluated, so the batch sizes, and with them the draws, stay the same on every machine
+# of a kind.
+NATIVE_STEP_FLOPS = {"cpu": 3e10, "cuda": 3e12}
 
 
 class GCState(NamedTuple):
@@ -107,13 +112,19 @@ class GuessAndCheck:
         self.y = train.y.to(device)
         self.native = self.checker = None
         if engine in ("fast", "native"):
-            kernel = native.load() if torch.device(device).type == "cpu" else None
-            if kernel is not None and NativeEngine.supports(arch, prior):
-                self.native = NativeEngine(kernel, arch, prior, train, margin, mirror)
-            elif engine == "native":
+            if torch.device(device).type == "cpu":
+                kernel = native.load()
+                if kernel is not None and NativeEngine.supports(arch, prior):
+                    self.native = NativeEngine(kernel, arch, prior, train, margin, mirror)
+            elif engine == "native" and CudaEngine.supports(arch, prior):  # opt-in until measured on a GPU
+                kernel = cuda.kernel(arch, device)
+                if kernel is not None:
+                    self.native = CudaEngine(kernel, arch, prior, train, margin, mirror, device)
+            if self.native is None and engine == "native":
                 raise TypicalnetsError(
-                    "the native engine needs the CPU, a C compiler, an fcn/sfcn/lenet student and a uniform or "
-                    "quantized prior; use --engine fast"
+                    "the native engine needs a uniform or quantized prior and, on the CPU, a C compiler and an "
+                    "fcn/sfcn/lenet student, or on a GPU, nvcc and a lenet student with fc layers of >= 16 units; "
+                    "use --engine fast"
                 )
         # On GPUs the batched fp32 forward of FCNs measured faster than early rejection (an H200:
         # 2.5M against 1.0M networks/s for FCN 784-32-1), so "fast" keeps the baseline there.
@@ -174,5 +185,5 @@ class GuessAndCheck:
         # 6. The native engine holds no parameters: after a step that accepts nothing it doubles its
         # batch, so that the per-step overhead (~1 ms) stays small when acceptance is rare.
         grow = (self.native is not None and info.accepted == 0
-                and 2 * info.network_examples * self.arch.flops_per_example() <= NATIVE_STEP_FLOPS)
+                and 2 * info.network_examples * self.arch.flops_per_example() <= NATIVE_STEP_FLOPS[self.x.device.type])
         return GCState(accepted, state.draws + batch, min(NATIVE_MAX_BATCH, 2 * size) if grow else size), info
