@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
+from typicalnets.native import cuda
 from typicalnets.nets import CNN, FCN, Architecture, DiagonalLinear, LeNet, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
@@ -502,8 +503,6 @@ class CudaEngine:
 
     @staticmethod
     def supports(arch: Architecture, prior: Prior) -> bool:
-        from typicalnets.native import cuda
-
         return isinstance(prior, (Uniform, QuantizedUniform)) and cuda.supports(arch)
 
     @property

@@ -217,7 +217,7 @@ DEVICE void store_conv(float *S, int k, float v) {
  * head's into the thread's partial sums), a bias is stored. */
 DEVICE int is_bias(int k) { return (k >= OFF_B3 && k < OFF_W4) || (k >= OFF_B4 && k < OFF_W5) || k >= OFF_B5; }
 
-#define use_dense(S, t, k, v) use_dense_(S, t, LANE, k, v)
+#define use_dense(S, t, k, v) use_dense_(S, t, LANE, k, v) /* with the calling thread's slot */
 DEVICE void use_dense_(float *S, lanes_t *t, int lane, int k, float v) {
     if (k < OFF_B3) {
         const int i = (k - OFF_W3) / F1, j = (k - OFF_W3) % F1;

@@ -10,7 +10,7 @@ ICML 2024.
 Engines, all exact (the same accept decision, see ``typicalnets.fast``):
 - ``baseline``: the straightforward method, one full fp32 batched forward of every drawn network on
   every training example (grouped convolutions for conv nets), accepted networks re-checked in float64;
-- ``fast`` (default): ``native`` where it applies, else ``torch`` (but ``baseline`` for FCNs and
+- ``fast`` (default): ``native`` on the CPU where it applies, else ``torch`` (but ``baseline`` for FCNs and
   diagonal nets on a GPU, where it measured faster);
 - ``native``: the compiled kernel that draws and checks in one pass with early rejection: on the
   CPU for FCNs and LeNet (``native/gc_kernel.c``), on a GPU for LeNet (``native/gc_cuda.cu``, built
