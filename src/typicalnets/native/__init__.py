@@ -31,6 +31,27 @@ def cache_dir() -> Path:
     return Path(root) / "typicalnets"
 
 
+def compile_cached(source: Path, compiler: str, flag_sets: list[list[str]], suffix: str, key: bytes = b"",
+                   libraries: tuple[str, ...] = ()) -> Path | None:
+    """``source`` compiled into the per-user cache once per (source, compiler, flags, ``key``): with
+    the first of ``flag_sets`` that builds; None when none does."""
+    tag = hashlib.sha256(source.read_bytes() + compiler.encode() + key
+                         + " | ".join(" ".join(flags) for flags in flag_sets).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{tag}{suffix}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            for flags in flag_sets:
+                command = [compiler, *flags, str(source), "-o", str(built), *libraries]
+                if subprocess.run(command, capture_output=True).returncode == 0:
+                    break
+            else:
+                return None
+            os.replace(built, target)  # atomic: concurrent builders never see a half-written file
+    return target
+
+
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL | None:
     """The compiled kernel, or None when native code is disabled or cannot be built."""
@@ -39,21 +60,10 @@ def load() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + compiler.encode() + platform.machine().encode()
-                         + " ".join(FLAGS + SCHEDULING).encode())
-    library = cache_dir() / f"gc_kernel-{tag.hexdigest()[:16]}.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
-            built = Path(scratch) / library.name
-            for flags in (FLAGS + SCHEDULING, FLAGS):
-                result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
-                if result.returncode == 0:
-                    break
-            else:
-                return None
-            os.replace(built, library)  # atomic: concurrent builders never see a half-written file
+    library = compile_cached(SOURCE, compiler, [FLAGS + SCHEDULING, FLAGS], ".so", platform.machine().encode(),
+                             ("-lm",))
+    if library is None:
+        return None
     try:
         kernel = ctypes.CDLL(str(library))
     except OSError:

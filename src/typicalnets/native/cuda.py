@@ -15,18 +15,16 @@ check it against the CPU kernel and the straightforward method where no GPU is.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from typicalnets.native import cache_dir
+from typicalnets.native import compile_cached
 from typicalnets.nets import LeNet
 
 SOURCE = Path(__file__).with_name("gc_cuda.cu")
@@ -50,22 +48,6 @@ def shape_defines(arch: LeNet) -> list[str]:
     c1, c2, f1, f2 = arch.layer_widths
     values = {"C0": c0, "H": h, "W": w, "C1": c1, "C2": c2, "F1": f1, "F2": f2, "OUT": arch.outputs}
     return [f"-D{k}={v}" for k, v in values.items()]
-
-
-def _build(compiler: str, flags: list[str], defines: list[str], suffix: str, extra: bytes = b"") -> Path | None:
-    """Compile the source once per (compiler, flags, shape) into the cache; None when it fails."""
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + compiler.encode() + " ".join(flags + defines).encode() + extra).hexdigest()[:16]
-    target = cache_dir() / f"gc_cuda-{tag}{suffix}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            built = Path(scratch) / target.name
-            result = subprocess.run([compiler, *flags, *defines, str(SOURCE), "-o", str(built)], capture_output=True)
-            if result.returncode != 0:
-                return None
-            os.replace(built, target)  # atomic: concurrent builders never see a half-written file
-    return target
 
 
 class EmulatedKernel:
@@ -98,7 +80,7 @@ def emulator(arch: LeNet) -> EmulatedKernel | None:
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None or not supports(arch):
         return None
-    library = _build(compiler, EMULATOR_FLAGS, shape_defines(arch), ".so")
+    library = compile_cached(SOURCE, compiler, [EMULATOR_FLAGS + shape_defines(arch)], ".so")
     return None if library is None else EmulatedKernel(ctypes.CDLL(str(library)))
 
 
@@ -196,9 +178,9 @@ def _gpu_kernel(arch: LeNet, device: torch.device) -> GPUKernel | None:
     if nvcc is None or driver is None:
         return None
     major, minor = torch.cuda.get_device_capability(device)
-    flags = [*NVCC_FLAGS, f"-arch=sm_{major}{minor}"]
+    flags = [*NVCC_FLAGS, f"-arch=sm_{major}{minor}", *shape_defines(arch)]
     version = subprocess.run([nvcc, "--version"], capture_output=True).stdout
-    cubin = _build(nvcc, flags, shape_defines(arch), ".cubin", version)
+    cubin = compile_cached(SOURCE, nvcc, [flags], ".cubin", version)
     return None if cubin is None else GPUKernel(driver, cubin, device)
 
 
