@@ -183,7 +183,7 @@ X_SMALL, Y_SMALL = linear_task(6, seed=5)
     ({"input_shape": (1, 3, 3)}, r"input_shape \(1, 3, 3\) holds 9 values but X has 2 features"),
     ({"input_shape": (2, -1)}, "input_shape must be None or a tuple of positive integers"),
     ({"arch_options": {"kernel": 3}}, "arch_options must be None or a dict with keys among kernel_size"),
-    ({"device": "tpu"}, "device must be 'cpu' or 'cuda'"),
+    ({"device": "tpu"}, "device 'tpu' is not a device; use cpu or cuda"),
 ])
 def test_bad_hyperparameters_fail_in_fit_with_a_clear_message(params, message):
     classifier = TypicalInterpolatorClassifier(**params)  # __init__ only stores them

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import tomllib
+import warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +26,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from typicalnets.data import Dataset
+from typicalnets.data import Dataset, require_both_classes
 from typicalnets.errors import TypicalnetsError
-from typicalnets.experiments import RunConfig, load_teacher, run_experiment
+from typicalnets.experiments import RunConfig, experiment_inputs, load_teacher, run_experiment
 from typicalnets.nets import ARCH_NAMES, Population, build_arch
 from typicalnets.priors import parse_prior
+from typicalnets.resources import check_device, check_seed
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc
 from typicalnets.samplers import sample as run_sampler
 from typicalnets.samplers.sgd import train_sgd
@@ -138,12 +142,14 @@ def run(
     for name in RunConfig.model_fields:
         if _from_command_line(ctx, name) or name not in values:
             values[name] = ctx.params[name]
-    settings = RunConfig.build(values)
+    settings = RunConfig.build(values, strict=True)  # a config file's values must have their exact types
     out = out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    check_output_dir(out, overwrite)
+    inputs = [config] if config else []
+    check_output_dir(out, overwrite, inputs + experiment_inputs(settings))
+    check_device(settings.device)
     if settings.teacher:
         load_teacher(settings)  # a bad teacher file fails here, before any work
-    run_experiment(settings, out, overwrite, progress, console)
+    run_experiment(settings, out, overwrite, progress, console, inputs)
 
 
 @app.command("sample")
@@ -196,16 +202,18 @@ def sample_command(
     Writes summary.json, networks.csv, train_predictions.npy and test_predictions.npy (int8, K x n,
     +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt.
     """
-    check_output_dir(out, overwrite)
+    inputs = [train] + ([test] if test else [])
+    check_output_dir(out, overwrite, inputs)
     if sampler not in ("gc", "smc", "sgd"):
         raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc, smc or sgd")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TypicalnetsError("--device cuda but no CUDA device is available; use --device cpu")
+    device = check_device(device, "--device")
+    check_seed(seed, "--seed")
     train_set = Dataset.load_npz(train)
     if n is not None:
         if n < 1:
-            raise TypicalnetsError(f"--n must be >= 1, got {n}")
+            raise TypicalnetsError(f"--n must be >= 1, got {n}; give a positive number of examples")
         train_set = train_set.head(n)
+    require_both_classes(train_set, str(train) + (f" (first {n} examples)" if n is not None else ""))
     test_set = Dataset.load_npz(test) if test else None
     network = build_arch(arch, train_set.input_shape, _ints(widths, "--widths"), activation, bias,
                          _ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"), depth,
@@ -216,6 +224,20 @@ def sample_command(
             f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use matching data"
         )
     prior_obj = parse_prior(prior)
+    with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
+        _sample_into(staging, train_set, test_set, network, prior_obj, bin_edges, sampler, count, seed, max_draws,
+                     time_limit, batch_size, engine, mirror, particles, repeats, block, max_moves, sgd_init,
+                     sgd_loss, sgd_lr, sgd_batch_size, sgd_max_steps, sgd_epochs, sgd_momentum, sgd_stop, device,
+                     progress)
+    console.print(f"results in {out}")
+
+
+def _sample_into(staging: Path, train_set: Dataset, test_set: Dataset | None, network, prior_obj, bin_edges,
+                 sampler: str, count: int, seed: int, max_draws, time_limit, batch_size: int, engine: str,
+                 mirror: bool, particles: int, repeats: int, block: int, max_moves: int, sgd_init: str,
+                 sgd_loss: str, sgd_lr: float, sgd_batch_size: int, sgd_max_steps: int, sgd_epochs, sgd_momentum,
+                 sgd_stop: bool, device: str, progress: bool) -> None:
+    """The work of ``sample``: run the sampler and write its files into ``staging``."""
     rng = torch.Generator(device=device).manual_seed(seed)
     start = time.perf_counter()
     summary: dict[str, Any] = {"sampler": sampler}
@@ -256,26 +278,24 @@ def sample_command(
     summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
                    prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
                    device=device)
-    with staged_output(out, overwrite) as staging:
-        population = population.to("cpu")
-        train_predictions = population.predict(train_set.x).numpy()
-        table = pd.DataFrame({"network": np.arange(len(population)),
-                              "train_error": population.errors(train_set.x, train_set.y).numpy()})
-        if sampler == "sgd":
-            table["converged"] = result.converged.cpu().numpy()
-            table["steps"] = result.steps.cpu().numpy()
-        np.save(staging / "train_predictions.npy", train_predictions)
-        if test_set is not None:
-            table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
-            np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
-            summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
-        table.to_csv(staging / "networks.csv", index=False)
-        if sampler == "smc":
-            pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
-        population.save(staging / "population.pt")
-        write_json(staging / "summary.json", summary)
+    population = population.to("cpu")
+    train_predictions = population.predict(train_set.x).numpy()
+    table = pd.DataFrame({"network": np.arange(len(population)),
+                          "train_error": population.errors(train_set.x, train_set.y).numpy()})
+    if sampler == "sgd":
+        table["converged"] = result.converged.cpu().numpy()
+        table["steps"] = result.steps.cpu().numpy()
+    np.save(staging / "train_predictions.npy", train_predictions)
+    if test_set is not None:
+        table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
+        np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
+        summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
+    table.to_csv(staging / "networks.csv", index=False)
+    if sampler == "smc":
+        pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
+    population.save(staging / "population.pt")
+    write_json(staging / "summary.json", summary)
     console.print(result.message(), soft_wrap=True)
-    console.print(f"results in {out}")
 
 
 @app.command("bound")
@@ -401,24 +421,52 @@ def bound(
     Console(soft_wrap=True).print(table)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that staging directories are cleaned up on the way out."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    raise Terminated
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors with exit code 2 for bad input."""
+    """Entry point: one-line errors with exit code 2 for bad input; 130 after Ctrl-C and 143 after
+    SIGTERM, once the staging directory is removed (nothing is half-written)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous_term = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous_warning = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    interrupted = "interrupted; no results were written"
     try:
-        app(args=argv, standalone_mode=False, prog_name="typicalnets")
+        code = app(args=argv, standalone_mode=False, prog_name="typicalnets")
     except TypicalnetsError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        console.print("aborted", markup=False)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print(f"error: {interrupted}", markup=False)
         return 130
+    except Terminated:
+        console.print(f"error: terminated; {interrupted.split('; ')[1]}", markup=False)
+        return 143
     except typer.TyperException as exc:  # usage errors: unknown option, bad value type, missing option
         command = getattr(getattr(exc, "ctx", None), "command_path", "typicalnets")
         console.print(f"error: {exc.format_message()}; see {command} --help", markup=False, highlight=False,
                       soft_wrap=True)
         return exc.exit_code
-    return 0
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_term)
+        warnings.showwarning = previous_warning
+    if code == 130:  # typer turns KeyboardInterrupt into exit code 130
+        console.print(f"error: {interrupted}", markup=False)
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

@@ -28,25 +28,65 @@ import numpy as np
 import torch
 
 from typicalnets.errors import TypicalnetsError
+from typicalnets.resources import available_memory
 
 INPUT_KINDS = ("gaussian", "uniform", "boolean")
+_REAL_KINDS = "biuf"  # numpy dtype kinds of bool, signed and unsigned integer, and real floating-point arrays
 
 
-def _labels_to_pm1(y: np.ndarray, source: str) -> np.ndarray:
+def _labels_to_pm1(y: Any, source: str) -> np.ndarray:
     y = np.asarray(y)
+    fix = "use {-1, +1} or {0, 1}"  # the labels a binary Dataset accepts
     if y.ndim != 1:
         raise TypicalnetsError(f"labels in {source} must be a 1-D array, got shape {y.shape}; store y as shape (n,)")
-    if y.size and not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
-        raise TypicalnetsError(f"labels in {source} must be numbers in {{-1, +1}} or {{0, 1}}, got dtype {y.dtype}")
+    if y.dtype.kind not in _REAL_KINDS:  # complex too: casting it to int8 would drop the imaginary part
+        raise TypicalnetsError(f"labels in {source} must be real numbers, got dtype {y.dtype}; {fix}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise TypicalnetsError(f"labels in {source} contain NaN or inf; give every example a label, and {fix}")
     values = set(np.unique(y).tolist())
     if values <= {-1, 1}:
         return y.astype(np.int8)
     if values <= {0, 1}:
         return np.where(y.astype(np.int8) == 0, -1, 1).astype(np.int8)
     shown = sorted(values)[:5]
-    raise TypicalnetsError(
-        f"labels in {source} are not binary (values {shown}{'...' if len(values) > 5 else ''}); use {{-1, +1}} or {{0, 1}}"
-    )
+    more = "..." if len(values) > 5 else ""
+    raise TypicalnetsError(f"labels in {source} are not binary (values {shown}{more}); {fix}")
+
+
+def check_inputs(x: Any, n_labels: int, source: str, *, may_be_empty: bool = False) -> np.ndarray:
+    """x as an array, after refusing what no network can take; every check runs in x's own dtype, so no cast warns.
+
+    may_be_empty allows zero examples, which a test split may have but training data may not.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind == "c":
+        raise TypicalnetsError(
+            f"inputs in {source} are complex ({x.dtype}), and a network takes real numbers; "
+            "store real inputs, e.g. the real and imaginary parts as separate features"
+        )
+    if x.dtype.kind not in _REAL_KINDS:
+        raise TypicalnetsError(f"inputs in {source} must be numeric, got dtype {x.dtype}; store numbers")
+    if x.ndim < 2:
+        raise TypicalnetsError(
+            f"inputs in {source} must have shape (n, d) or (n, c, h, w), got {x.shape}; add a feature axis"
+        )
+    if math.prod(x.shape[1:]) == 0:
+        raise TypicalnetsError(
+            f"inputs in {source} have shape {x.shape}, so no features; give each example at least one"
+        )
+    if len(x) != n_labels:
+        raise TypicalnetsError(f"{source} has {len(x)} inputs but {n_labels} labels; give one label per input")
+    if len(x) == 0 and not may_be_empty:
+        raise TypicalnetsError(f"inputs in {source} have no examples; give at least one example")
+    if x.dtype.kind == "f" and x.size:  # an empty array has no largest value
+        if not np.isfinite(x).all():
+            raise TypicalnetsError(f"inputs in {source} contain NaN or inf; clean or impute them first")
+        largest = np.abs(x).max()
+        if largest > np.finfo(np.float32).max:  # the networks compute in float32, where these would become inf
+            raise TypicalnetsError(
+                f"inputs in {source} exceed float32's range (largest |x| = {largest:.3g}); rescale them"
+            )
+    return x
 
 
 @dataclass(frozen=True)
@@ -56,23 +96,20 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.x.ndim < 2:
-            raise TypicalnetsError(f"inputs must have shape (n, d) or (n, c, ...), got {tuple(self.x.shape)}")
+            raise TypicalnetsError(
+                f"inputs must have shape (n, d) or (n, c, ...), got {tuple(self.x.shape)}; add a feature axis"
+            )
         if self.x.shape[0] != self.y.shape[0]:
             raise TypicalnetsError(f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels; give one label per input")
         if not torch.isfinite(self.x).all():
             raise TypicalnetsError("inputs contain NaN or inf; clean or impute them before sampling")
 
     @classmethod
-    def from_arrays(cls, x, y, source: str = "the data") -> "Dataset":
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
-            raise TypicalnetsError(f"inputs in {source} must be numeric, got dtype {x.dtype}")
-        x = x.astype(np.float32)
-        if x.ndim < 2:
-            raise TypicalnetsError(f"inputs in {source} must have shape (n, d) or (n, c, h, w), got {x.shape}")
-        if not np.isfinite(x).all():
-            raise TypicalnetsError(f"inputs in {source} contain NaN or inf; clean or impute them first")
-        return cls(torch.from_numpy(x), torch.from_numpy(_labels_to_pm1(y, source)))
+    def from_arrays(cls, x, y, source: str = "the data") -> Dataset:
+        """Validated user data: x numeric of shape (n, d) or (n, c, ...) with n >= 1, y in {-1, +1} or {0, 1}."""
+        y = _labels_to_pm1(y, source)
+        x = check_inputs(x, len(y), source)
+        return cls(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y))
 
     @property
     def n(self) -> int:
@@ -82,7 +119,7 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
 
-    def head(self, n: int) -> "Dataset":
+    def head(self, n: int) -> Dataset:
         if n < 0:
             raise TypicalnetsError(f"asked for n = {n} examples; n must be >= 0")
         if n > self.n:
@@ -93,22 +130,16 @@ class Dataset:
         np.savez(Path(path), x=self.x.numpy(), y=self.y.numpy())
 
     @classmethod
-    def load_npz(cls, path: str | os.PathLike) -> "Dataset":
+    def load_npz(cls, path: str | os.PathLike) -> Dataset:
         path = Path(path)
         if not path.is_file():
             raise TypicalnetsError(f"data file {path} does not exist; give the path of an .npz holding x and y")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive.files or "y" not in archive.files:
-                    raise TypicalnetsError(
-                        f"{path} holds arrays {archive.files}, not x and y; save it with np.savez(path, x=..., y=...)"
-                    )
-                x, y = archive["x"], archive["y"]
-        except TypicalnetsError:
-            raise
-        except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
-            raise TypicalnetsError(f"cannot read {path} as an .npz file ({type(exc).__name__}); re-create it with np.savez") from None
-        return cls.from_arrays(x, y, source=str(path))
+        arrays, stored = _read_npz(path, ("x", "y"))
+        if "x" not in arrays or "y" not in arrays:
+            raise TypicalnetsError(
+                f"{path} holds arrays {stored}, not x and y; save it with np.savez(path, x=..., y=...)"
+            )
+        return cls.from_arrays(arrays["x"], arrays["y"], source=str(path))
 
 
 def sample_inputs(kind: str, n: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -381,7 +412,7 @@ def _check_n_per_class(n_per_class: Any, pools: list[np.ndarray], data: Labelled
 def _fit_standardization(kind: str, pool: np.ndarray, value_max: float, what: str) -> Standardization:
     if kind == "none":
         return Standardization(kind, value_max, np.array(0.0), np.array(1.0))
-    scaled = pool / value_max
+    scaled = pool.astype(np.float64) / value_max  # float32 arithmetic would overflow squaring inputs above ~1e19
     overall_std = scaled.std()
     if overall_std == 0:
         raise TypicalnetsError(f"every training input value of {what} is the same; use standardize='none'")
@@ -415,7 +446,9 @@ def load_labelled(source: str | os.PathLike, data_dir: str | os.PathLike | None 
     if isinstance(source, str) and name in SOURCES:
         if name == "digits":
             if data_dir is not None:
-                raise TypicalnetsError("digits ships with scikit-learn and reads no data directory; drop --data-dir")
+                raise TypicalnetsError(
+                    "digits ships with scikit-learn and reads no data directory; leave data_dir unset (drop --data-dir)"
+                )
             return _load_digits()
         loader = {"fashion-mnist": _load_fashion_mnist, "mnist": _load_mnist, "cifar10": _load_cifar10}[name]
         return loader(None if data_dir is None else Path(data_dir))
@@ -425,7 +458,10 @@ def load_labelled(source: str | os.PathLike, data_dir: str | os.PathLike | None 
             f"unknown data source {str(source)!r}; use one of {', '.join(SOURCES)} or the path of an .npz or .csv file"
         )
     if data_dir is not None:
-        raise TypicalnetsError(f"a data directory applies to {', '.join(SOURCES[1:])}, not to a file; drop --data-dir")
+        raise TypicalnetsError(
+            f"a data directory applies to {', '.join(SOURCES[1:])}, not to a file; "
+            "leave data_dir unset (drop --data-dir)"
+        )
     if not path.is_file():
         raise TypicalnetsError(f"data file {path} does not exist; give the path of an existing .npz or .csv file")
     return _load_npz_source(path) if path.suffix.lower() == ".npz" else _load_csv_source(path)
@@ -523,7 +559,8 @@ def _load_fashion_mnist(data_dir: Path | None) -> LabelledData:
     if missing and data_dir is None:
         raise TypicalnetsError(
             f"Fashion-MNIST not found in {directory} (no {missing[0]}[.gz]); install the Debian package "
-            "dataset-fashion-mnist (apt install dataset-fashion-mnist) or pass --data-dir DIR with the four IDX files"
+            "dataset-fashion-mnist (apt install dataset-fashion-mnist) or pass data_dir (--data-dir on the command "
+            "line), a folder with the four IDX files"
         )
     if missing:
         raise TypicalnetsError(
@@ -537,7 +574,7 @@ def _load_mnist(data_dir: Path | None) -> LabelledData:
     if data_dir is None:
         raise TypicalnetsError(
             f"MNIST needs a data directory; download the four IDX .gz files from {MNIST_URL} "
-            "(or yann.lecun.com/exdb/mnist) and pass --data-dir DIR"
+            "(or yann.lecun.com/exdb/mnist) and pass their folder as data_dir (--data-dir on the command line)"
         )
     paths, missing = _find_idx_files(data_dir)
     if missing:
@@ -588,7 +625,10 @@ def _read_cifar_batch(handle: BinaryIO, where: str) -> tuple[np.ndarray, np.ndar
 
 
 def _load_cifar10(data_dir: Path | None) -> LabelledData:
-    get_it = f"download {CIFAR10_URL} and pass --data-dir DIR holding it or its extracted {CIFAR10_FOLDER}"
+    get_it = (
+        f"download {CIFAR10_URL} and pass data_dir (--data-dir on the command line), "
+        f"the archive or a folder holding it or its extracted {CIFAR10_FOLDER}"
+    )
     if data_dir is None:
         raise TypicalnetsError(f"CIFAR-10 needs a data directory; {get_it}")
     names = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
@@ -629,40 +669,31 @@ def _load_cifar10(data_dir: Path | None) -> LabelledData:
 
 def _class_ids(labels: Any, source: str) -> np.ndarray:
     labels = np.asarray(labels)
+    fix = "store classes as integers like 0, 1, 2"
     if labels.ndim != 1:
         raise TypicalnetsError(
             f"labels in {source} must be a 1-D array, got shape {labels.shape}; store them as shape (n,)"
         )
-    if labels.dtype == np.bool_:
-        labels = labels.astype(np.int64)
-    if not np.issubdtype(labels.dtype, np.number) or not (np.isfinite(labels) & (labels == np.round(labels))).all():
-        raise TypicalnetsError(f"labels in {source} must be integer class ids; store classes as integers like 0, 1, 2")
+    if labels.dtype.kind not in _REAL_KINDS:  # complex too: casting it to int64 would drop the imaginary part
+        raise TypicalnetsError(f"labels in {source} must be integer class ids, got dtype {labels.dtype}; {fix}")
+    if labels.dtype.kind == "f":
+        # int64 holds |id| < 2**63; casting NaN, inf or anything beyond would warn and give garbage
+        whole = np.isfinite(labels) & (labels == np.round(labels)) & (np.abs(labels) < 2**63)
+        if not whole.all():
+            raise TypicalnetsError(
+                f"labels in {source} must be integer class ids, got {labels[~whole][0]}; {fix}"
+            )
     return labels.astype(np.int64)
-
-
-def _check_user_inputs(x: Any, n_labels: int, source: str) -> np.ndarray:
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
-        raise TypicalnetsError(f"inputs in {source} must be numeric, got dtype {x.dtype}; store numbers")
-    if x.ndim < 2:
-        raise TypicalnetsError(
-            f"inputs in {source} must have shape (n, d) or (n, c, h, w), got {x.shape}; add a feature axis"
-        )
-    if len(x) != n_labels:
-        raise TypicalnetsError(f"{source} has {len(x)} inputs but {n_labels} labels; give one label per input")
-    if not np.isfinite(x).all():
-        raise TypicalnetsError(f"inputs in {source} contain NaN or inf; clean or impute them first")
-    return x
 
 
 def _user_data(source: str, x: Any, y: Any, x_test: Any = None, y_test: Any = None) -> LabelledData:
     labels_train = _class_ids(y, source)
-    x_train = _check_user_inputs(x, len(labels_train), source)
+    x_train = check_inputs(x, len(labels_train), source)
     if x_test is None:
         x_test, labels_test = np.empty((0, *x_train.shape[1:]), x_train.dtype), np.empty(0, np.int64)
     else:
         labels_test = _class_ids(y_test, f"{source} (y_test)")
-        x_test = _check_user_inputs(x_test, len(labels_test), f"{source} (x_test)")
+        x_test = check_inputs(x_test, len(labels_test), f"{source} (x_test)", may_be_empty=True)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise TypicalnetsError(
                 f"x_test in {source} has inputs of shape {x_test.shape[1:]} but x has {x_train.shape[1:]}; "
@@ -672,17 +703,64 @@ def _user_data(source: str, x: Any, y: Any, x_test: Any = None, y_test: Any = No
     return LabelledData(source, x_train, labels_train, x_test, labels_test, class_names, 1.0)
 
 
-def _load_npz_source(path: Path) -> LabelledData:
+# Readers of the .npy header versions a numeric array is saved in (3.0 exists only for UTF-8 field names).
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_npy_header(stream: BinaryIO, member_size: int, what: str) -> None:
+    """Refuse an .npz member from its .npy header alone, before numpy allocates what the header claims."""
+    fix = "re-create the file with np.savez from numeric arrays"
+    version = np.lib.format.read_magic(stream)
+    if version not in _NPY_HEADER_READERS:
+        raise TypicalnetsError(f"{what} is in .npy format version {version}, which holds no numeric array; {fix}")
+    shape, _, dtype = _NPY_HEADER_READERS[version](stream)
+    if dtype.kind not in _REAL_KINDS + "c":  # complex is refused later, with its own message
+        raise TypicalnetsError(f"{what} has dtype {dtype}, not numbers or booleans; {fix}")
+    data_size = math.prod(shape) * dtype.itemsize
+    stored_size = member_size - stream.tell()
+    if min(shape, default=0) < 0 or data_size != stored_size:
+        raise TypicalnetsError(
+            f"{what} claims shape {shape} of {dtype} ({data_size} bytes) but holds {stored_size} bytes, "
+            f"so the file is truncated or corrupt; {fix}"
+        )
+    memory = available_memory()
+    if data_size > memory:
+        raise TypicalnetsError(
+            f"{what} has shape {shape} of {dtype}, which needs {data_size / 2**30:.3g} GiB of memory but this "
+            f"machine has {memory / 2**30:.3g} GiB; use a subset of the data or a machine with more memory"
+        )
+
+
+def _read_npz(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Those of the arrays called names that the .npz file at path holds, and the names of all it holds.
+
+    np.load trusts each .npy header, so a few hundred bytes claiming shape (10**11, 4) would have it try to
+    allocate terabytes: every array read is first checked from its header, against its member's size and memory.
+    Arrays not named are never read.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}  # as np.load names them
+            arrays = {}
+            for name in (name for name in names if name in members):
+                with archive.open(members[name]) as stream:
+                    _check_npy_header(stream, members[name].file_size, f"array {name} in {path}")
+                    stream.seek(0)
+                    arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
+    except TypicalnetsError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise TypicalnetsError(
             f"cannot read {path} as an .npz file ({type(exc).__name__}); re-create it with np.savez"
         ) from None
+    return arrays, list(members)
+
+
+def _load_npz_source(path: Path) -> LabelledData:
+    arrays, stored = _read_npz(path, ("x", "y", "x_test", "y_test"))
     if "x" not in arrays or "y" not in arrays or ("x_test" in arrays) != ("y_test" in arrays):
         raise TypicalnetsError(
-            f"{path} holds arrays {sorted(arrays)}; save x and y, and x_test with y_test or neither, "
+            f"{path} holds arrays {sorted(stored)}; save x and y, and x_test with y_test or neither, "
             "with np.savez(path, x=..., y=..., x_test=..., y_test=...)"
         )
     return _user_data(str(path), arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"))
@@ -720,3 +798,13 @@ def _load_csv_source(path: Path) -> LabelledData:
         header = [field.strip().lower() for field in first_row]
         label_column = next((header.index(name) for name in _CSV_LABEL_COLUMNS if name in header), label_column)
     return _user_data(str(path), np.delete(table, label_column, axis=1), table[:, label_column])
+
+
+def require_both_classes(data: Dataset, source: str) -> None:
+    """Refuse a training set whose labels are all one class: every constant network interpolates
+    it, so its typical interpolators say nothing about the data. The command line (``sample``) and
+    the estimator (``fit``) both refuse such a training set."""
+    if data.n and bool((data.y == data.y[0]).all()):
+        label = "+1" if int(data.y[0]) > 0 else "-1"
+        raise TypicalnetsError(f"every label in {source} is {label}, so any constant network interpolates it; "
+                               "give training examples of both classes")

@@ -23,8 +23,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from typicalnets.data import Dataset
+from typicalnets.data import Dataset, check_inputs
 from typicalnets.errors import TypicalnetsError
+from typicalnets.resources import check_device
 from typicalnets.nets import Architecture, Population, build_arch
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior, parse_prior
@@ -197,8 +198,9 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         max_draws = _positive_int(self.max_draws, "max_draws", allow_none=True)
         time_limit = self.time_limit
         if time_limit is not None and not (isinstance(time_limit, numbers.Real) and time_limit > 0):
-            raise TypicalnetsError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
-        device = _device(self.device)
+            raise TypicalnetsError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}; "
+                                   "pass e.g. time_limit=60")
+        device = torch.device(check_device(self.device))
         train = Dataset.from_arrays(self._inputs(X), np.where(y == classes[1], 1, -1), source="X, y")
         arch = self._build_arch(train.input_shape)
         prior = self.prior if isinstance(self.prior, Prior) else parse_prior(_string(self.prior, "prior"))
@@ -249,6 +251,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
 
     def _inputs(self, X) -> np.ndarray:
         """Rows of X as float32 network inputs (a copy, so read-only arrays are safe for torch)."""
+        check_inputs(X, len(X), "X", may_be_empty=True)  # before the cast, which would turn 1e39 into inf
         if self.input_shape is None:
             return X.astype(np.float32)
         shape = self._input_shape()
@@ -266,18 +269,18 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(shape, (tuple, list)) or not shape or \
                 not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in shape):
             raise TypicalnetsError(f"input_shape must be None or a tuple of positive integers like (1, 8, 8), "
-                                   f"got {self.input_shape!r}")
+                                   f"got {self.input_shape!r}; pass e.g. input_shape=(1, 8, 8)")
         return tuple(int(v) for v in shape)
 
     def _build_arch(self, input_shape: tuple[int, ...]) -> Architecture:
         if self.arch in IMAGE_ARCHS and self.input_shape is None:
             raise TypicalnetsError(f"arch={self.arch!r} needs input_shape, e.g. input_shape=(1, 8, 8), to reshape "
-                                   "each row of X into an image")
+                                   "each row of X into an image; set input_shape")
         widths = (self.widths,) if isinstance(self.widths, numbers.Integral) else self.widths
         if not isinstance(widths, (tuple, list)) or \
                 not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in widths):
             raise TypicalnetsError(f"widths must be a positive integer or a tuple of them like (16,) or (8, 8), "
-                                   f"got {self.widths!r}")
+                                   f"got {self.widths!r}; pass e.g. widths=(16,)")
         options = {} if self.arch_options is None else self.arch_options
         if not isinstance(options, dict) or set(options) - set(ARCH_OPTIONS):
             raise TypicalnetsError(f"arch_options must be None or a dict with keys among {', '.join(ARCH_OPTIONS)}; "
@@ -324,22 +327,10 @@ def _positive_int(value, name: str, allow_none: bool = False) -> int | None:
         return None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
         return int(value)
-    raise TypicalnetsError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    raise TypicalnetsError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}; pass a valid {name}")
 
 
 def _string(value, name: str) -> str:
     if not isinstance(value, str):
-        raise TypicalnetsError(f"{name} must be a string, got {value!r}")
+        raise TypicalnetsError(f"{name} must be a string, got {value!r}; pass a valid {name}")
     return value
-
-
-def _device(name) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise TypicalnetsError(f"device must be 'cpu' or 'cuda', got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TypicalnetsError("device='cuda' but no CUDA device is available; use device='cpu'")
-    return device

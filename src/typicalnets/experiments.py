@@ -45,6 +45,7 @@ from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Architecture, LeNet, Population
 from typicalnets.priors import Prior, QuantizedUniform, parse_prior
+from typicalnets.resources import check_device, check_seed
 from typicalnets.report import (
     accuracy_intervals,
     error_quantiles,
@@ -137,6 +138,13 @@ class RunConfig(BaseModel):
 
     _split = field_validator("seeds", "teacher_widths", "student_widths", "n", mode="before")(_int_list)
 
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, value: list[int]) -> list[int]:
+        for seed in value:
+            check_seed(seed, "seeds")
+        return value
+
     @field_validator("classes", mode="before")
     @classmethod
     def _split_classes(cls, value: Any) -> Any:
@@ -194,10 +202,12 @@ class RunConfig(BaseModel):
         return self
 
     @classmethod
-    def build(cls, values: dict[str, Any]) -> "RunConfig":
-        """Validate ``values``, turning the first problem into a one-line TypicalnetsError."""
+    def build(cls, values: dict[str, Any], strict: bool = False) -> "RunConfig":
+        """Validate ``values``, turning the first problem into a one-line TypicalnetsError. With
+        ``strict`` every value must have its field's exact type (``count = true`` or ``bias = "yes"``
+        in a TOML file are refused, not read as 1 and True); lists may still be comma-separated strings."""
         try:
-            return cls(**values)
+            return cls.model_validate(values, strict=strict)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "config"
@@ -348,14 +358,20 @@ def student_bounds(config: RunConfig, task: Task) -> dict[str, float]:
     return bounds
 
 
+def experiment_inputs(config: RunConfig) -> list[Path]:
+    """The files ``config`` reads (a saved teacher, a data file), which its output must not replace."""
+    return [Path(path) for path in (config.teacher, config.dataset) if path and Path(path).exists()]
+
+
 def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progress: bool = True,
-                   console: Console | None = None) -> pd.DataFrame:
+                   console: Console | None = None, inputs: list[Path] = ()) -> pd.DataFrame:
     """Run every cell; write results.csv/.parquet, cells.csv, accuracy.csv, manifest.json and plots.
 
     Plots: test error against n (with the C~ bound of each student, for teacher-student tasks),
     test accuracy against n (mean and 95% interval) and, where there is a bound, the measured
     -ln P(L_S = 0) against C~. A measurement above C~ beyond its interval contradicts the theory:
     it is printed in red, listed in manifest.json under ``bound_violations`` and ringed in the plot.
+    ``inputs``: further files the run read (its config file), which ``out`` must not contain.
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
@@ -363,7 +379,8 @@ def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progre
     cells: list[dict[str, Any]] = []
     bounds: dict[int, dict[str, float]] = {}
     data_info: dict[int, Any] = {}
-    with staged_output(out, overwrite) as staging:
+    check_device(config.device)
+    with staged_output(out, overwrite, [*inputs, *experiment_inputs(config)]) as staging:
         for seed in config.seeds:
             task = build_task(config, seed)
             for method in config.methods:  # a student that does not fit the data fails before any work

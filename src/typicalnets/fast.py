@@ -35,6 +35,18 @@ The fast engines send every network they accept, and every one with an fp32 outp
 margin, to that check; the baseline engine sends its fp32-accepted networks. So both engines
 return the same accepted set for the same draws, unless the straightforward fp32 forward itself
 misjudges an output by more than 1e-4 of its scale.
+
+Overflow: ``check_float32_range`` bounds every pre-activation of every network the prior can draw,
+|z| <= B, by propagating B_0 = max |x| through the layers as B <- fan_in * w_max * B + w_max
+(capped at 1 after tanh and sign, times w_max after a scale; w_max is the prior's largest |level|,
+its half-width a, or 10 sigma for a Gaussian). A configuration with B > FLOAT32_MAX * 2^-8 is
+refused before any work. Below it, no fp32 sum can overflow in any order: every partial sum of a
+layer is at most (1 + 2^-24)^k times the sum of its terms' absolute values (k terms), which is at
+most B, and (1 + 2^-24)^k stays far below 2^8 for any k a machine can hold; so every engine
+computes finite outputs and the engines' verdicts agree. Gaussian weights beyond 10 sigma
+(probability < 2e-23 each) escape that proof, so ``certified_interpolates`` also requires every
+fp32 output and scale to be finite: a network whose output is not finite is never accepted, on
+any engine.
 """
 
 from __future__ import annotations
@@ -55,9 +67,59 @@ from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 
 DEFAULT_MARGIN = 1e-4
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+OVERFLOW_HEADROOM = 2.0**-8  # refuse worst cases within 2^8 of fp32's largest value (see above)
+GAUSSIAN_TAIL = 10.0  # a Gaussian weight's bound in sigmas for the overflow check
 TIE = 1e-9  # |f| <= TIE * scale in float64 counts as f = 0 (an exact tie up to float64 rounding)
 # (network, example) activations of the widest layer kept at once; bounds memory per chunk.
 ACTIVATION_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 28}
+
+
+def weight_bound(prior: Prior) -> float:
+    """The largest |parameter| the prior draws (for a Gaussian, GAUSSIAN_TAIL sigmas)."""
+    if isinstance(prior, QuantizedUniform):
+        return max(abs(level) for level in prior.levels)
+    if isinstance(prior, Uniform):
+        return prior.a
+    return GAUSSIAN_TAIL * prior.sigma
+
+
+def activation_bound(arch: Architecture, prior: Prior, input_bound: float) -> float:
+    """An upper bound on |z| over every pre-activation and output of every network the prior can
+    draw, for inputs with |x| <= ``input_bound`` (see the module docstring); computed in Python
+    floats, so it is inf when it exceeds float64's range."""
+    w_max = weight_bound(prior)
+    if isinstance(arch, DiagonalLinear):  # beta_i = prod_l w_l,i, then f = sum_i beta_i x_i
+        return max(w_max**arch.depth, 1.0) * max(1.0, arch.in_dim * input_bound)
+    saturating = getattr(arch, "activation", "relu") in ("tanh", "sign")
+    names = list(arch.param_shapes())
+    head = max(i for i, name in enumerate(names) if name.startswith("w"))
+    h, worst = input_bound, input_bound
+    for index, name in enumerate(names):
+        kind = name[0]
+        if kind == "w":
+            z = arch.fan_in(name) * w_max * h
+            if index + 1 < len(names) and names[index + 1][0] == "b":
+                z += w_max
+            worst = max(worst, 2.0 * z if index == head else z)  # two logits: f = z_1 - z_0
+            h = min(z, 1.0) if saturating else z
+        elif kind == "s":
+            h *= w_max
+            worst = max(worst, h)
+    return worst
+
+
+def check_float32_range(arch: Architecture, prior: Prior, x: torch.Tensor) -> None:
+    """Refuse inputs and priors for which some network the prior can draw could overflow fp32."""
+    input_bound = float(x.abs().max()) if x.numel() else 0.0
+    bound = activation_bound(arch, prior, input_bound)
+    if bound > FLOAT32_MAX * OVERFLOW_HEADROOM:
+        raise TypicalnetsError(
+            f"with inputs up to |x| = {input_bound:.3g} and weights up to {weight_bound(prior):.3g} "
+            f"({prior.spec()}), a {arch.describe()} network can compute values up to {bound:.3g}, beyond "
+            f"float32's range ({FLOAT32_MAX:.3g}); rescale the inputs or the prior's levels, or use fewer or "
+            "narrower layers"
+        )
 
 
 def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Generator,
@@ -260,7 +322,8 @@ def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Ten
                            chunk: int = 256) -> torch.Tensor:
     """Zero training error, certified: the fp32 forward decides every output farther than ``margin``
     times its scale from 0; networks with an output closer than that are recomputed in float64,
-    where |f| <= TIE * scale counts as f = 0 (a mistake)."""
+    where |f| <= TIE * scale counts as f = 0 (a mistake). A network with a non-finite fp32 output
+    or scale on any example is rejected (see the module docstring on overflow)."""
     x, y = x.to(population.device), y.to(population.device)
     verdicts = []
     for start in range(0, len(population), chunk):
@@ -268,7 +331,8 @@ def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Ten
         f, scale = forward_with_scale(population.arch, {k: v.float() for k, v in params.items()}, x.float())
         correct = y * f > 0
         sure = f.abs() > margin * scale
-        verdict = (correct | ~sure).all(dim=1)  # no sure mistake
+        # No sure mistake, and finite in fp32: an output that overflowed is never accepted.
+        verdict = (correct | ~sure).all(dim=1) & (torch.isfinite(f) & torch.isfinite(scale)).all(dim=1)
         doubtful = torch.nonzero(verdict & ~sure.all(dim=1)).flatten()
         if doubtful.numel():
             f64, scale64 = forward_with_scale(population.arch, {k: v[doubtful].double() for k, v in params.items()},
@@ -427,6 +491,11 @@ class NativeEngine:
 
     @staticmethod
     def supports(arch: Architecture, prior: Prior) -> bool:
+        """FCNs and LeNets with uniform or quantized priors. The kernel redraws a whole network when
+        one of its quantized codes is biased (probability < Q / 2^32 each), so networks of so many
+        parameters that this is likely (Q x parameters > 2^30) are left to the torch engine."""
+        if isinstance(prior, QuantizedUniform) and prior.q * arch.num_params() > 2**30:
+            return False
         return isinstance(prior, (Uniform, QuantizedUniform)) and isinstance(arch, (FCN, LeNet))
 
     @property
@@ -498,7 +567,8 @@ class CudaEngine:
         self.mirror = mirror and can_mirror(arch, prior)
         self.n_params = arch.num_params()
         if kernel.layout[8] != self.n_params:
-            raise TypicalnetsError(f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}")
+            raise TypicalnetsError(f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}; "
+                                   "clear the kernel cache (TYPICALNETS_CACHE) and retry")
         self.transposed = {"w3", "w4"}
 
     @staticmethod

@@ -18,6 +18,11 @@ import torch
 from typicalnets.errors import TypicalnetsError
 
 
+# Most levels a quantized prior may have: enough to approximate a continuum (uniform:A is that
+# continuum), few enough that the levels, C~ and the kernels' exact code draws stay cheap.
+MAX_LEVELS = 65_537
+
+
 class Prior(ABC):
     """A distribution that each parameter is drawn from independently."""
 
@@ -58,12 +63,19 @@ class QuantizedUniform(Prior):
         levels = tuple(float(v) for v in self.levels)
         if len(levels) < 2:
             raise TypicalnetsError("a quantized prior needs at least 2 levels; give Q >= 3 or a list like -1,0,1")
+        if len(levels) > MAX_LEVELS:
+            raise TypicalnetsError(f"a quantized prior has at most {MAX_LEVELS:,} levels, got {len(levels):,}; "
+                                   "use fewer levels, or uniform:A for a continuum")
         if len(set(levels)) != len(levels) or not all(math.isfinite(v) for v in levels):
-            raise TypicalnetsError(f"quantized levels must be distinct finite numbers, got {levels}")
+            raise TypicalnetsError(f"quantized levels must be distinct finite numbers, got {levels[:8]}; "
+                                   "list each level once, e.g. quantized:-1,0,1")
         object.__setattr__(self, "levels", tuple(sorted(levels)))
 
     @classmethod
     def evenly_spaced(cls, q: int) -> "QuantizedUniform":
+        if q > MAX_LEVELS:
+            raise TypicalnetsError(f"quantized:{q} has more than {MAX_LEVELS:,} levels; use fewer levels, or "
+                                   "uniform:1.0 for a continuum")
         if q < 3 or q % 2 == 0:
             raise TypicalnetsError(
                 f"quantized:{q} needs an odd Q >= 3 so that 0 is a level; use e.g. quantized:3, or list levels as quantized:-1,0,1"
@@ -106,7 +118,7 @@ class Uniform(Prior):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.a) and self.a > 0):
-            raise TypicalnetsError(f"uniform:{self.a} needs a finite half-width a > 0, e.g. uniform:1.0")
+            raise TypicalnetsError(f"uniform:{self.a} needs a finite half-width a > 0; use e.g. uniform:1.0")
 
     def sample(self, shape, generator, dtype=torch.float32, device="cpu"):
         u = torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
@@ -128,7 +140,7 @@ class Gaussian(Prior):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise TypicalnetsError(f"gaussian:{self.sigma} needs a finite sigma > 0, e.g. gaussian:1.0")
+            raise TypicalnetsError(f"gaussian:{self.sigma} needs a finite sigma > 0; use e.g. gaussian:1.0")
 
     def sample(self, shape, generator, dtype=torch.float32, device="cpu"):
         z = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)

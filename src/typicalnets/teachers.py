@@ -60,7 +60,7 @@ def narrow_teacher(
     ``max_majority`` of the points and f* = 0 on at most ``max_zero_fraction`` of them.
     """
     if not 0.5 <= max_majority <= 1.0:
-        raise TypicalnetsError(f"max_majority must lie in [0.5, 1], got {max_majority}")
+        raise TypicalnetsError(f"max_majority must lie in [0.5, 1], got {max_majority}; give e.g. 0.75")
     probe = sample_inputs(input_kind, PROBE_SIZE, arch.input_shape, generator)
     for _ in range(max_tries):
         teacher = Population.draw(arch, prior, 1, generator)
@@ -76,7 +76,7 @@ def narrow_teacher(
 def sparse_linear_teacher(in_dim: int, k: int, generator: torch.Generator) -> Population:
     """A linear teacher f*(x) = <w*, x> with k nonzero entries of random sign (a depth-1 diagonal net)."""
     if not 1 <= k <= in_dim:
-        raise TypicalnetsError(f"a sparse teacher needs 1 <= k <= d = {in_dim}, got k = {k}")
+        raise TypicalnetsError(f"a sparse teacher needs 1 <= k <= d = {in_dim}, got k = {k}; choose k in that range")
     w = torch.zeros(1, in_dim)
     support = torch.randperm(in_dim, generator=generator)[:k]
     w[0, support] = 2.0 * torch.randint(0, 2, (k,), generator=generator).float() - 1.0
@@ -122,9 +122,9 @@ def make_task(
     Test labels stay clean: test error measures disagreement with the teacher.
     """
     if not 0.0 <= label_noise < 0.5:
-        raise TypicalnetsError(f"label noise must lie in [0, 0.5), got {label_noise}")
+        raise TypicalnetsError(f"label noise must lie in [0, 0.5), got {label_noise}; give e.g. 0.1")
     if n_train < 1 or n_test < 1:
-        raise TypicalnetsError(f"need n_train >= 1 and n_test >= 1, got {n_train} and {n_test}")
+        raise TypicalnetsError(f"need n_train >= 1 and n_test >= 1, got {n_train} and {n_test}; ask for at least one of each")
     train = _labelled_inputs(teacher, input_kind, n_train, generator)
     test = _labelled_inputs(teacher, input_kind, n_test, generator)
     flipped = torch.rand(n_train, generator=generator) < label_noise
@@ -143,11 +143,11 @@ def embed(teacher: Population, student: Architecture, generator: torch.Generator
     t_arch = teacher.arch
     check_narrower(t_arch, student)
     if not isinstance(student, (FCN, CNN)):
-        raise TypicalnetsError(f"embedding is defined for FCN and CNN students, not {student.family}")
+        raise TypicalnetsError(f"embedding is defined for FCN and CNN students, not {student.family}; use an fcn or cnn student")
     if t_arch.scaled and not student.scaled:
         raise TypicalnetsError("a scaled teacher needs a scaled student; use --arch sfcn/scnn for the student")
     if replace(t_arch.with_widths(student.widths), scaled=student.scaled) != student:
-        raise TypicalnetsError("teacher and student differ in more than their widths (activation, bias, kernels...)")
+        raise TypicalnetsError("teacher and student differ in more than their widths (activation, bias, kernels...); give both the same settings")
     m = len(teacher)
     if generator is None:
         params = {k: torch.zeros(m, *s, dtype=teacher.dtype) for k, s in student.param_shapes().items()}

@@ -522,7 +522,7 @@ def log_spherical_cap_probability(alpha: float, dim: int) -> float:
     if not (0.0 < alpha <= math.pi / 2):
         raise TypicalnetsError(f"the angular margin must lie in (0, pi/2] radians, got {alpha}; give e.g. --margin 0.1")
     if dim < 1:
-        raise TypicalnetsError(f"a cap needs dimension >= 1, got {dim}")
+        raise TypicalnetsError(f"a cap needs dimension >= 1, got {dim}; give a positive dimension")
     if dim == 1 or alpha == math.pi / 2:
         return -LN2  # the sign matches, or a hemisphere
     a, x = (dim - 1) / 2.0, math.sin(alpha) ** 2
@@ -609,7 +609,7 @@ def c_tilde_margin(teacher_arch: Architecture, student_arch: Architecture, prior
 
 def _check_c_delta(c_tilde: float, delta: float) -> None:
     if not (math.isfinite(c_tilde) and c_tilde >= 0):
-        raise TypicalnetsError(f"C~ must be a finite number >= 0, got {c_tilde}")
+        raise TypicalnetsError(f"C~ must be a finite number >= 0, got {c_tilde}; pass a computed bound")
     if not (0.0 < delta < 1.0):
         raise TypicalnetsError(f"delta must lie strictly between 0 and 1, got {delta}; give e.g. --delta 0.05")
 
@@ -784,7 +784,7 @@ def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tens
         return PTilde(p=p, method="enumeration", count=sum(by_zeros), total=total, ci=(p, p),
                       support=int(support.sum()), q=q, num_params=size, matches_by_zeros=by_zeros)
     if samples < 1:
-        raise TypicalnetsError(f"Monte Carlo needs samples >= 1, got {samples}")
+        raise TypicalnetsError(f"Monte Carlo needs samples >= 1, got {samples}; give e.g. samples=10000")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     probs = torch.full((q,), model.nonzero_prob, dtype=torch.float64)
     if zero_index >= 0:

@@ -1,11 +1,11 @@
 """The CUDA LeNet kernel (``gc_cuda.cu``): built with nvcc on first use, or emulated on the CPU.
 
 ``kernel(arch, device)`` compiles the source for the GPU's architecture with the shape of ``arch``
-fixed at compile time (``nvcc -cubin``, cached per user like the CPU kernel) and loads it through
-the CUDA driver API (``libcuda``, the library every CUDA install has) into the context PyTorch
-uses, so kernels run on PyTorch's stream over PyTorch tensors. Where nvcc or the driver is missing
-it returns None and Guess & Check falls back to the PyTorch engine; ``TYPICALNETS_NATIVE=0``
-forces that.
+fixed at compile time (``nvcc -cubin``, cached and verified like the CPU kernel, by
+``native.load_cached``) and loads it through the CUDA driver API (``libcuda``, the library every
+CUDA install has) into the context PyTorch uses, so kernels run on PyTorch's stream over PyTorch
+tensors. Where nvcc or the driver is missing, or the cache cannot be trusted, it returns None and
+Guess & Check falls back to the PyTorch engine; ``TYPICALNETS_NATIVE=0`` forces that.
 
 ``emulator(arch)`` compiles the same source as C++ for the CPU (``TN_EMULATE``: a half-warp's 16
 threads run one after another between barriers), which computes what the GPU computes; the tests
@@ -17,14 +17,13 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
-import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from typicalnets.native import compile_cached
+from typicalnets.native import load_cached, open_library
 from typicalnets.nets import LeNet
 
 SOURCE = Path(__file__).with_name("gc_cuda.cu")
@@ -74,18 +73,18 @@ class EmulatedKernel:
                                    out.data_ptr())
 
 
-@lru_cache(maxsize=None)
+@cache
 def emulator(arch: LeNet) -> EmulatedKernel | None:
     """The kernel for ``arch`` compiled as C++ for this CPU, or None without a C++ compiler."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None or not supports(arch):
         return None
-    library = compile_cached(SOURCE, compiler, [EMULATOR_FLAGS + shape_defines(arch)], ".so")
-    return None if library is None else EmulatedKernel(ctypes.CDLL(str(library)))
+    return load_cached(SOURCE, compiler, [EMULATOR_FLAGS + shape_defines(arch)], ".so",
+                       lambda entry: open_library(entry, EmulatedKernel))
 
 
-class DriverError(RuntimeError):
-    pass
+class DriverError(OSError):
+    """A CUDA driver call failed; an OSError, so that a cubin the driver refuses is a bad cache entry."""
 
 
 class GPUKernel:
@@ -171,7 +170,7 @@ def _driver() -> ctypes.CDLL | None:
     return driver
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gpu_kernel(arch: LeNet, device: torch.device) -> GPUKernel | None:
     nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
     driver = _driver()
@@ -179,9 +178,7 @@ def _gpu_kernel(arch: LeNet, device: torch.device) -> GPUKernel | None:
         return None
     major, minor = torch.cuda.get_device_capability(device)
     flags = [*NVCC_FLAGS, f"-arch=sm_{major}{minor}", *shape_defines(arch)]
-    version = subprocess.run([nvcc, "--version"], capture_output=True).stdout
-    cubin = compile_cached(SOURCE, nvcc, [flags], ".cubin", version)
-    return None if cubin is None else GPUKernel(driver, cubin, device)
+    return load_cached(SOURCE, nvcc, [flags], ".cubin", lambda cubin: GPUKernel(driver, cubin, device))
 
 
 def kernel(arch, device: torch.device | str) -> GPUKernel | None:

@@ -41,7 +41,7 @@ class LeNet(Architecture):
         if len(self.in_shape) != 3:
             raise TypicalnetsError(f"LeNet needs image inputs (c, h, w) such as (1, 28, 28); got {self.in_shape}")
         if len(self.layer_widths) != 4:
-            raise TypicalnetsError("LeNet has 4 widths: conv1, conv2 channels and fc1, fc2 units")
+            raise TypicalnetsError("LeNet has 4 widths: conv1, conv2 channels and fc1, fc2 units; give four widths")
         check_widths(self.layer_widths, "LeNet widths")
         if self.head not in HEADS:
             raise TypicalnetsError(f"unknown LeNet head {self.head!r}; use logits or scalar")
@@ -53,7 +53,7 @@ class LeNet(Architecture):
     @classmethod
     def with_width_factor(cls, factor: float, in_shape=(1, 28, 28), head: str = "logits") -> "LeNet":
         if not factor > 0:
-            raise TypicalnetsError(f"--width-factor must be > 0, got {factor}")
+            raise TypicalnetsError(f"width_factor must be > 0, got {factor}; use e.g. 0.5")
         return cls(tuple(in_shape), tuple(max(1, round(w * factor)) for w in FULL_WIDTHS), head)
 
     @property

@@ -41,14 +41,14 @@ class Population:
         shapes = arch.param_shapes()
         if set(params) != set(shapes):
             raise TypicalnetsError(
-                f"parameters {sorted(params)} do not match the {arch.describe()} parameters {sorted(shapes)}"
+                f"parameters {sorted(params)} do not match the {arch.describe()} parameters {sorted(shapes)}; save the population with this architecture"
             )
         sizes = {t.shape[0] for t in params.values()}
         if len(sizes) != 1:
-            raise TypicalnetsError(f"parameter tensors disagree on the population size: {sorted(sizes)}")
+            raise TypicalnetsError(f"parameter tensors disagree on the population size: {sorted(sizes)}; stack the same number of networks in each")
         for name, shape in shapes.items():
             if tuple(params[name].shape[1:]) != shape:
-                raise TypicalnetsError(f"parameter {name} has shape {tuple(params[name].shape[1:])}, expected {shape}")
+                raise TypicalnetsError(f"parameter {name} has shape {tuple(params[name].shape[1:])}, expected {shape}; give parameters of the architecture's shapes")
         self.arch = arch
         self.prior = prior
         self.params = {name: params[name] for name in shapes}  # the architecture's order
@@ -103,12 +103,12 @@ class Population:
     @staticmethod
     def concat(populations: Sequence["Population"]) -> "Population":
         if not populations:
-            raise TypicalnetsError("cannot concatenate an empty list of populations")
+            raise TypicalnetsError("cannot concatenate an empty list of populations; pass at least one")
         first = populations[0]
         for other in populations[1:]:
             if other.arch != first.arch or other.prior != first.prior:
                 raise TypicalnetsError(
-                    f"cannot concatenate {other.arch.describe()} with {first.arch.describe()}: architectures or priors differ"
+                    f"cannot concatenate {other.arch.describe()} with {first.arch.describe()}: architectures or priors differ; concatenate populations of one kind"
                 )
         params = {name: torch.cat([p.params[name] for p in populations]) for name in first.params}
         return Population(first.arch, first.prior, params)

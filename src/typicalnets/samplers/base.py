@@ -31,6 +31,7 @@ from scipy.stats import t as student_t
 
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import Population
+from typicalnets.resources import check_memory
 
 CONFIDENCE = 0.95
 
@@ -161,6 +162,16 @@ def sample(
         raise TypicalnetsError(f"max draws must be >= 1, got {max_draws}; give a positive budget or none")
     if time_limit is not None and not time_limit > 0:
         raise TypicalnetsError(f"time limit must be > 0 seconds, got {time_limit}; give a positive budget or none")
+    unit = getattr(sampler, "draws_per_trial", 1)
+    if max_draws is not None and max_draws < unit:
+        raise TypicalnetsError(
+            f"max_draws = {max_draws} is less than one trial of {sampler.name} ({unit} draws: a mirrored pair); "
+            f"give max_draws >= {unit}, or mirror=False"
+        )
+    arch = getattr(sampler, "arch", None)
+    if arch is not None:  # the samples are held until the end; a draw budget caps how many there can be
+        held = count if max_draws is None else min(count, max_draws)
+        check_memory(arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
     start = time.perf_counter()
     state = sampler.init()
     stop_reason = "count"
@@ -168,7 +179,6 @@ def sample(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
                TimeElapsedColumn())
     count_progress = getattr(sampler, "progress", None)
-    unit = getattr(sampler, "draws_per_trial", 1)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(description or sampler.name, total=count, draws="0")
         while len(state.accepted) < count:

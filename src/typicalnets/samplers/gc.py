@@ -46,12 +46,14 @@ from typicalnets.fast import (
     NativeEngine,
     can_mirror,
     certified_interpolates,
+    check_float32_range,
     draw_fast,
 )
 from typicalnets.native import cuda
 from typicalnets.nets import FCN, Architecture, DiagonalLinear, Population
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior
+from typicalnets.resources import check_device, check_memory
 
 DEFAULT_BATCH = 16_384
 # Parameters held per drawn batch, which caps the batch for big nets: 256 MB of fp32 on the CPU
@@ -100,10 +102,12 @@ class GuessAndCheck:
                  device: torch.device | str = "cpu", engine: str = "fast",
                  loss_bin: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN, mirror: bool = True):
         arch.check_input(train.x)
+        device = check_device(device)
+        check_float32_range(arch, prior, train.x)
         if engine not in ENGINES:
             raise TypicalnetsError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         if batch_size < 1:
-            raise TypicalnetsError(f"batch size must be >= 1, got {batch_size}")
+            raise TypicalnetsError(f"batch size must be >= 1, got {batch_size}; give e.g. batch_size=16384")
         if loss_bin is not None and not loss_bin[0] < loss_bin[1]:
             raise TypicalnetsError(f"loss bin {list(loss_bin)} is empty; give LOW,HIGH with LOW < HIGH")
         self.arch, self.prior, self.loss_bin = arch, prior, loss_bin
@@ -135,9 +139,13 @@ class GuessAndCheck:
         # Draws per independent trial: mirrored pairs are drawn, and budgeted, whole.
         self.mirrored = self.engine != "baseline" and mirror and can_mirror(arch, prior)
         self.draws_per_trial = 2 if self.mirrored else 1
-        if self.native is None:  # engines that hold a batch's parameters in memory
-            budget = PARAM_BUDGET.get(self.x.device.type, PARAM_BUDGET["cpu"])
-            self.batch_size = max(1, min(self.batch_size, budget // arch.num_params()))
+        # Parameters held at once: a batch (torch and baseline) or a chunk of candidates to re-check (native).
+        budget = PARAM_BUDGET.get(self.x.device.type, PARAM_BUDGET["cpu"])
+        self.held = max(1, budget // arch.num_params())
+        if self.native is None:
+            self.batch_size = min(self.batch_size, self.held)
+        check_memory(arch.num_params(), min(self.batch_size, self.held), "a batch of networks", copies=2,
+                     fix="use smaller widths")
         self.chunk = self.batch_size if self.x.device.type == "cuda" else DEFAULT_CHUNK
 
     def init(self) -> GCState:
@@ -154,10 +162,15 @@ class GuessAndCheck:
             key = int(torch.randint(0, 2**63 - 1, (1,), generator=rng))
             # 2. Check in the native kernel, each network stopping at its first mistake.
             status, evaluated = self.native.check(key, batch)
-            guesses = self.native.draw(key, status.nonzero()[0])
-            # 3. Re-check the accepted and borderline networks in float64.
-            keep = certified_interpolates(guesses, self.x, self.y)
-            rechecked = len(guesses)
+            # 3. Re-check the accepted and borderline networks in float64, a bounded chunk at a time.
+            candidates = status.nonzero()[0]
+            kept = []
+            for begin in range(0, len(candidates), self.held):
+                chunk = self.native.draw(key, candidates[begin : begin + self.held])
+                kept.append(chunk[certified_interpolates(chunk, self.x, self.y)])
+            guesses = Population.concat(kept) if kept else Population.empty(self.arch, self.prior, device=self.x.device)
+            keep = torch.ones(len(guesses), dtype=torch.bool, device=guesses.device)
+            rechecked = len(candidates)
         elif self.checker is not None:
             # 1. Guess from raw random bits (mirrored pairs); 2.-3. early rejection, then the
             # full-precision re-check.

@@ -30,6 +30,7 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior, Uniform
+from typicalnets.resources import check_memory
 
 LOSSES = {
     "logistic": lambda margin: F.softplus(-margin),
@@ -214,6 +215,8 @@ def train_sgd(
         raise TypicalnetsError(f"max steps must be >= 1, got {max_steps}; give a positive step budget")
     if epochs is not None and epochs < 1:
         raise TypicalnetsError(f"epochs must be >= 1, got {epochs}; give a positive number of passes")
+    # Parameters, gradients, momentum and the optimizer's copy, per network.
+    check_memory(arch.num_params(), count, f"count = {count:,} networks", copies=4, fix="lower count or the widths")
     start = time.perf_counter()
     trainer = SGDTrainer(arch, prior, train, count, init=init, loss=loss, lr=lr, batch_size=batch_size,
                          momentum=momentum, stop_at_zero=stop_at_zero, device=device)

@@ -41,11 +41,12 @@ import torch
 from typicalnets import native
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import TIE, certified_interpolates, class_interleaved_order
+from typicalnets.fast import TIE, certified_interpolates, check_float32_range, class_interleaved_order
 from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
+from typicalnets.resources import check_device, check_memory
 from typicalnets.samplers.base import SampleResult, mean_t_interval, sample
 
 DEFAULT_PARTICLES = 1000
@@ -85,10 +86,15 @@ class SequentialMonteCarlo:
         if particles < 2 or block < 1 or (coordinates is not None and coordinates < 1) or \
                 not 0 <= min_moves <= max_moves:
             raise TypicalnetsError(
-                "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves"
+                "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves; raise the one that is too small"
             )
         if not isinstance(prior, (QuantizedUniform, Gaussian, Uniform)):
             raise TypicalnetsError(f"SMC has no move for prior {prior!r}; use quantized, uniform or gaussian")
+        device = check_device(device)
+        check_float32_range(arch, prior, train.x)
+        # The particles, their proposals and (one-hidden-layer FCNs) cached float64 activations.
+        check_memory(arch.num_params(), int(particles), f"particles = {int(particles):,}", copies=4,
+                     fix="lower particles or the widths")
         self.arch, self.prior, self.particles, self.block = arch, prior, int(particles), int(block)
         self.min_moves, self.max_moves = int(min_moves), int(max_moves)
         self.target_unique, self.refresh = target_unique, refresh
@@ -415,7 +421,7 @@ def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Gene
     runs (needs repeats >= 2). Samples are taken evenly from the runs' final particles.
     """
     if repeats < 1:
-        raise TypicalnetsError(f"--repeats must be >= 1, got {repeats}")
+        raise TypicalnetsError(f"repeats must be >= 1, got {repeats}; give e.g. repeats=4")
     start = time.perf_counter()
     runs: list[SampleResult] = []
     for index in range(repeats):
