@@ -62,6 +62,7 @@ def files(tmp_path_factory) -> Path:
     _lying_header(root / "lying.npz", "(100000000000, 4)")
     (root / "corrupt.npz").write_bytes(b"not a zip file")
     (root / "afile").write_text("a file, not a folder")
+    (root / "mine.png").write_bytes(b"the user's own picture")
     (root / "bad.toml").write_text("n = [4, 8\n")
     (root / "count_true.toml").write_text("count = true\n")
     (root / "bias_yes.toml").write_text('bias = "yes"\n')
@@ -163,6 +164,7 @@ CASES = [
     ("bound-lenet", BOUND, ["--arch", "lenet"], "has no C~ bound"),
     ("bound-plot-suffix", BOUND, ["--plot", "{out}.txt"], ".png, .pdf or .svg"),
     ("bound-teacher-missing", BOUND, ["--teacher", "{files}/missing.pt"], "does not exist"),
+    ("bound-plot-exists", BOUND, ["--plot", "{files}/mine.png"], "already exists"),
     # run
     ("run-seeds-huge", RUN, ["--seeds", "99999999999999999999999"], "2^63"),
     ("run-device-tpu", RUN, ["--device", "tpu"], "device"),
@@ -245,6 +247,15 @@ def test_overwrite_replaces_only_what_typicalnets_wrote(files, tmp_path, capsys)
     assert "did not write" in capsys.readouterr().err and (out / "my_notes.txt").read_text() == "mine"
 
 
+def test_bound_replaces_an_existing_plot_only_with_overwrite(tmp_path, capsys):
+    plot = tmp_path / "eps.png"
+    plot.write_bytes(b"mine")
+    assert main(BOUND + ["--n", "100", "--plot", str(plot)]) == 2 and plot.read_bytes() == b"mine"
+    assert main(BOUND + ["--n", "100", "--plot", str(plot), "--overwrite"]) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG") and not list(tmp_path.glob(".*partial*"))
+    capsys.readouterr()
+
+
 def test_an_empty_output_folder_is_used(files, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
@@ -275,16 +286,13 @@ RUN_OPTIONS = ["--seeds", "--input", "--in-dim", "--teacher-widths", "--student-
                "--sgd-batch-size", "--sgd-max-steps", "--standardize", "--classes", "--lenet-width-factor"]
 BOUND_OPTIONS = ["--student-widths", "--teacher-widths", "--arch", "--in-dim", "--in-shape", "--kernel-size",
                  "--stride", "--pool", "--prior", "--zero-prob", "--margin", "--n", "--delta", "--epsilon"]
-# Every command also gets a time budget, so that no random value can make it run long.
+# Every command also gets a time budget, so that no random value of another option can make it run long.
 BUDGET = {"sample": ["--time-limit", "3"], "run": ["--time-limit", "3", "--sgd-max-steps", "200"], "bound": []}
 
 
 def _check_random_call(command: str, base: list[str], option: str, value: str, tmp: Path, capsys) -> None:
     out = tmp / "out"
-    args = base + [option, value]
-    if option not in BUDGET[command]:
-        args = BUDGET[command] + args
-    code = main(_fill(args, tmp, out))
+    code = main(_fill(base + BUDGET[command] + [option, value], tmp, out))  # the last value of an option wins
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err + captured.out
     assert code in (0, 2), (args, code, captured.err)

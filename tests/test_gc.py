@@ -195,3 +195,19 @@ def test_native_batch_doubles_while_nothing_is_accepted(monkeypatch):
     for (draws, under_cap), (next_draws, _) in zip(steps, steps[1:]):
         assert next_draws == (2 * draws if under_cap else draws)
     assert steps[-1][0] == steps[-2][0] < gc_module.NATIVE_MAX_BATCH  # growth stopped at the cap
+
+
+@pytest.mark.skipif(native.load() is None, reason="no C compiler: the native kernel cannot be built")
+def test_a_native_step_with_many_candidates_keeps_a_prefix_of_its_draws(monkeypatch):
+    """A step that would materialize too many candidates counts only the draws before the cut, and
+    accepts exactly what the uncut step accepts among them (same stream), so nothing is biased."""
+    arch = FCN(2, (3,))
+    train = Dataset(torch.tensor([[1.0, 0.5]]), torch.tensor([1], dtype=torch.int8))  # one example: easy
+    gc = GuessAndCheck(arch, Q3, train, batch_size=1024, engine="native")
+    full_state, full = gc.step(torch.Generator().manual_seed(5), gc.init())
+    monkeypatch.setattr(gc_module, "NATIVE_CANDIDATE_FLOATS", 10 * arch.num_params())
+    cut_state, cut = gc.step(torch.Generator().manual_seed(5), gc.init())
+    assert full.draws == 1024 and cut.draws < 1024 and cut.draws % 2 == 0 and cut_state.draws == cut.draws
+    assert 0 < cut.accepted <= 10 and cut.rechecked <= 10
+    prefix = full_state.accepted[: cut.accepted]
+    assert all(torch.equal(prefix.params[k], cut_state.accepted.params[k]) for k in prefix.params)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -328,6 +329,7 @@ def bound(
     epsilon: Annotated[Optional[float], typer.Option(help="target error: also report the n_required for it")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print exactly one JSON object instead of a table")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --plot file")] = False,
 ) -> None:
     """Upper bound on the effective complexity C~ = -ln p~ of a narrow teacher in a wider student.
 
@@ -381,6 +383,8 @@ def bound(
             raise TypicalnetsError(f"--plot {plot} needs a .png, .pdf or .svg name; rename it")
         if not plot.parent.is_dir():
             raise TypicalnetsError(f"the folder of --plot {plot} does not exist; create it or choose another path")
+        if plot.exists() and not (overwrite and plot.is_file()):
+            raise TypicalnetsError(f"--plot {plot} already exists; pass --overwrite to replace it or choose another path")
     inputs: dict[str, Any] = {"arch": arch, "student_widths": list(widths), "teacher_widths": list(teacher_arch.widths),
                               "bias": student.bias, "teacher": str(teacher) if teacher else None}
     if convolutional:
@@ -391,7 +395,14 @@ def bound(
     report = {**inputs, **report, "plot": str(plot) if plot else None}
     if plot is not None:
         title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior_obj.spec()}"
-        plot_epsilon_vs_n(result.nats, delta, plot, n, epsilon, title)
+        # Drawn beside the target and renamed over it, so an interrupted run leaves no half-written plot.
+        staging = plot.with_name(f".{plot.stem}.partial-{os.getpid()}{plot.suffix}")
+        try:
+            plot_epsilon_vs_n(result.nats, delta, staging, n, epsilon, title)
+            staging.replace(plot)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
     if json_output:
         typer.echo(json.dumps(report, allow_nan=False))
         return

@@ -45,7 +45,7 @@ from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Architecture, LeNet, Population
 from typicalnets.priors import Prior, QuantizedUniform, parse_prior
-from typicalnets.resources import check_device, check_seed
+from typicalnets.resources import check_device, check_memory_bytes, check_seed
 from typicalnets.report import (
     accuracy_intervals,
     error_quantiles,
@@ -57,7 +57,7 @@ from typicalnets.report import (
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json
-from typicalnets.teachers import Task, check_narrower, make_task, narrow_teacher
+from typicalnets.teachers import PROBE_SIZE, Task, check_narrower, make_task, narrow_teacher
 from typicalnets.theory import c_tilde_for
 
 SAMPLERS = ("gc", "smc", "sgd")
@@ -258,6 +258,10 @@ def load_teacher(config: RunConfig) -> Population:
 def build_task(config: RunConfig, seed: int) -> Task:
     """The seed's teacher (none for a data set) and data: train on the first n of a pool of max(n) examples."""
     gen = torch.Generator().manual_seed(derived_seed("task", seed))
+    if not config.dataset:  # inputs and labels of the pool, the test set and the teacher's probe, and a copy of each
+        check_memory_bytes(2 * (max(config.n) + config.n_test + PROBE_SIZE) * (4 * config.in_dim + 1),
+                           f"{max(config.n):,} training and {config.n_test:,} test inputs of dimension {config.in_dim:,}",
+                           "lower n, n_test or in_dim")
     if config.dataset:
         task = load_binary_task(config.dataset, config.classes or None, math.ceil(max(config.n) / 2), seed=seed,
                                 standardize=config.standardize, data_dir=config.data_dir or None)

@@ -73,10 +73,13 @@ def check_memory(num_params: int, networks: int, what: str, copies: int = 1, fix
     if num_params > MAX_PARAMS:
         raise TypicalnetsError(f"one network has {num_params:,} parameters, more than the {MAX_PARAMS:,} "
                                "typicalnets supports; use smaller widths")
-    need = num_params * networks * copies * bytes_per_value
+    check_memory_bytes(num_params * networks * copies * bytes_per_value,
+                       f"{what} of {num_params:,} parameters each", fix)
+
+
+def check_memory_bytes(need: int, what: str, fix: str) -> None:
+    """Refuse to plan ``need`` bytes when that exceeds MEMORY_SHARE of the available memory."""
     have = available_memory()
     if need > MEMORY_SHARE * have:
-        raise TypicalnetsError(
-            f"{what} of {num_params:,} parameters each need about {need / GIB:.1f} GiB, but this machine has "
-            f"{have / GIB:.1f} GiB available; {fix}"
-        )
+        raise TypicalnetsError(f"{what} need about {need / GIB:.1f} GiB, but this machine has {have / GIB:.1f} GiB "
+                               f"available; {fix}")

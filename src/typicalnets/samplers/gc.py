@@ -61,6 +61,9 @@ DEFAULT_BATCH = 16_384
 PARAM_BUDGET = {"cpu": 1 << 26, "cuda": 1 << 30}
 ENGINES = ("fast", "native", "torch", "baseline")
 NATIVE_MAX_BATCH = 1 << 20  # draws per native step at most (a 1 MB verdict array)
+# Parameters of the candidates (accepted or borderline draws) one native step materializes at most:
+# 1 GiB of fp32, so that a large network accepted often cannot exhaust memory within one step.
+NATIVE_CANDIDATE_FLOATS = 1 << 28
 # Forward FLOPs per native step at most when its batch grows (~0.5 s on 2 cores; on a GPU, well
 # under a second at a few % of its peak), so that time budgets are checked often; counted from the
 # forwards evaluated, so the batch sizes, and with them the draws, stay the same on every machine
@@ -144,6 +147,9 @@ class GuessAndCheck:
         self.held = max(1, budget // arch.num_params())
         if self.native is None:
             self.batch_size = min(self.batch_size, self.held)
+        else:  # one verdict byte per draw, and (at least) one example's forward each, within a step's FLOP cap
+            most = NATIVE_STEP_FLOPS[self.x.device.type] // arch.flops_per_example()
+            self.batch_size = max(2, min(self.batch_size, NATIVE_MAX_BATCH, int(most)))
         check_memory(arch.num_params(), min(self.batch_size, self.held), "a batch of networks", copies=2,
                      fix="use smaller widths")
         self.chunk = self.batch_size if self.x.device.type == "cuda" else DEFAULT_CHUNK
@@ -164,6 +170,12 @@ class GuessAndCheck:
             status, evaluated = self.native.check(key, batch)
             # 3. Re-check the accepted and borderline networks in float64, a bounded chunk at a time.
             candidates = status.nonzero()[0]
+            most = max(unit, NATIVE_CANDIDATE_FLOATS // self.arch.num_params())
+            if len(candidates) > most:
+                # Keep only the draws before the (most + 1)-th candidate: a stopping time, so the
+                # accepted networks stay i.i.d. posterior draws, and a step's memory stays bounded.
+                batch = int(candidates[most]) // unit * unit
+                candidates = candidates[candidates < batch]
             kept = []
             for begin in range(0, len(candidates), self.held):
                 chunk = self.native.draw(key, candidates[begin : begin + self.held])
