@@ -226,77 +226,65 @@ def sample_command(
         )
     prior_obj = parse_prior(prior)
     with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
-        _sample_into(staging, train_set, test_set, network, prior_obj, bin_edges, sampler, count, seed, max_draws,
-                     time_limit, batch_size, engine, mirror, particles, repeats, block, max_moves, sgd_init,
-                     sgd_loss, sgd_lr, sgd_batch_size, sgd_max_steps, sgd_epochs, sgd_momentum, sgd_stop, device,
-                     progress)
-    console.print(f"results in {out}")
-
-
-def _sample_into(staging: Path, train_set: Dataset, test_set: Dataset | None, network, prior_obj, bin_edges,
-                 sampler: str, count: int, seed: int, max_draws, time_limit, batch_size: int, engine: str,
-                 mirror: bool, particles: int, repeats: int, block: int, max_moves: int, sgd_init: str,
-                 sgd_loss: str, sgd_lr: float, sgd_batch_size: int, sgd_max_steps: int, sgd_epochs, sgd_momentum,
-                 sgd_stop: bool, device: str, progress: bool) -> None:
-    """The work of ``sample``: run the sampler and write its files into ``staging``."""
-    rng = torch.Generator(device=device).manual_seed(seed)
-    start = time.perf_counter()
-    summary: dict[str, Any] = {"sampler": sampler}
-    if sampler == "gc":
-        gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges, mirror=mirror)
-        result = run_sampler(gc, rng, count, max_draws, time_limit, progress)
-        population = result.population
-        low, high = result.acceptance_ci
-        log_low, log_high = result.log_prob_interpolate_ci
-        summary.update(count=result.count, requested=count, accepted_total=result.accepted_total, draws=result.draws,
-                       acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
-                       log_prob_interpolate=result.log_prob_interpolate,
-                       log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
-                       engine=gc.engine, draws_per_trial=result.draws_per_trial,
-                       loss_bin=list(bin_edges) if bin_edges else None)
-    elif sampler == "smc":
-        result = sample_smc(lambda: SequentialMonteCarlo(network, prior_obj, train_set, particles, block,
-                                                         max_moves=max_moves, device=device),
-                            rng, count, repeats, max_draws, time_limit, progress)
-        population = result.population
-        estimate, (log_low, log_high) = result.log_prob_interpolate, result.log_prob_interpolate_ci
-        summary.update(count=result.count, requested=count, draws=result.draws, stop_reason=result.stop_reason,
-                       acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
-                       acceptance_ci=[math.exp(log_low) if math.isfinite(log_low) else None,
-                                      math.exp(log_high) if math.isfinite(log_high) else None],
-                       log_prob_interpolate=estimate, log_prob_interpolate_ci=[log_low, log_high],
-                       particles=particles, repeats=repeats, block=block)
-    else:
-        result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
-                           batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, epochs=sgd_epochs,
-                           momentum=sgd_momentum, stop_at_zero=sgd_stop, device=device, progress=progress)
-        population = result.population
-        summary.update(count=len(population), requested=count, converged=int(result.converged.sum()),
-                       stop_reason=result.stop_reason, draws=0, steps=result.step_count,
-                       sgd={"init": sgd_init, "loss": sgd_loss, "lr": sgd_lr, "batch_size": sgd_batch_size or None,
-                            "max_steps": sgd_max_steps, "epochs": sgd_epochs, "momentum": sgd_momentum,
-                            "stop_at_zero": sgd_stop})
-    summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
-                   prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
-                   device=device)
-    population = population.to("cpu")
-    train_predictions = population.predict(train_set.x).numpy()
-    table = pd.DataFrame({"network": np.arange(len(population)),
-                          "train_error": population.errors(train_set.x, train_set.y).numpy()})
-    if sampler == "sgd":
-        table["converged"] = result.converged.cpu().numpy()
-        table["steps"] = result.steps.cpu().numpy()
-    np.save(staging / "train_predictions.npy", train_predictions)
-    if test_set is not None:
-        table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
-        np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
-        summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
-    table.to_csv(staging / "networks.csv", index=False)
-    if sampler == "smc":
-        pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
-    population.save(staging / "population.pt")
-    write_json(staging / "summary.json", summary)
+        rng = torch.Generator(device=device).manual_seed(seed)
+        start = time.perf_counter()
+        summary: dict[str, Any] = {"sampler": sampler}
+        if sampler == "gc":
+            gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges, mirror=mirror)
+            result = run_sampler(gc, rng, count, max_draws, time_limit, progress)
+            population = result.population
+            low, high = result.acceptance_ci
+            log_low, log_high = result.log_prob_interpolate_ci
+            summary.update(count=result.count, requested=count, accepted_total=result.accepted_total, draws=result.draws,
+                           acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
+                           log_prob_interpolate=result.log_prob_interpolate,
+                           log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
+                           engine=gc.engine, draws_per_trial=result.draws_per_trial,
+                           loss_bin=list(bin_edges) if bin_edges else None)
+        elif sampler == "smc":
+            result = sample_smc(lambda: SequentialMonteCarlo(network, prior_obj, train_set, particles, block,
+                                                             max_moves=max_moves, device=device),
+                                rng, count, repeats, max_draws, time_limit, progress)
+            population = result.population
+            estimate, (log_low, log_high) = result.log_prob_interpolate, result.log_prob_interpolate_ci
+            summary.update(count=result.count, requested=count, draws=result.draws, stop_reason=result.stop_reason,
+                           acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
+                           acceptance_ci=[math.exp(log_low) if math.isfinite(log_low) else None,
+                                          math.exp(log_high) if math.isfinite(log_high) else None],
+                           log_prob_interpolate=estimate, log_prob_interpolate_ci=[log_low, log_high],
+                           particles=particles, repeats=repeats, block=block)
+        else:
+            result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
+                               batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, epochs=sgd_epochs,
+                               momentum=sgd_momentum, stop_at_zero=sgd_stop, device=device, progress=progress)
+            population = result.population
+            summary.update(count=len(population), requested=count, converged=int(result.converged.sum()),
+                           stop_reason=result.stop_reason, draws=0, steps=result.step_count,
+                           sgd={"init": sgd_init, "loss": sgd_loss, "lr": sgd_lr, "batch_size": sgd_batch_size or None,
+                                "max_steps": sgd_max_steps, "epochs": sgd_epochs, "momentum": sgd_momentum,
+                                "stop_at_zero": sgd_stop})
+        summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
+                       prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
+                       device=device)
+        population = population.to("cpu")
+        train_predictions = population.predict(train_set.x).numpy()
+        table = pd.DataFrame({"network": np.arange(len(population)),
+                              "train_error": population.errors(train_set.x, train_set.y).numpy()})
+        if sampler == "sgd":
+            table["converged"] = result.converged.cpu().numpy()
+            table["steps"] = result.steps.cpu().numpy()
+        np.save(staging / "train_predictions.npy", train_predictions)
+        if test_set is not None:
+            table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
+            np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
+            summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
+        table.to_csv(staging / "networks.csv", index=False)
+        if sampler == "smc":
+            pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
+        population.save(staging / "population.pt")
+        write_json(staging / "summary.json", summary)
     console.print(result.message(), soft_wrap=True)
+    console.print(f"results in {out}")
 
 
 @app.command("bound")

@@ -18,7 +18,7 @@ The rules, in the order a command meets them:
    runs commit one at a time), the target is compared with what the start found. Only if it is
    unchanged is it replaced by the staging directory (a rename). If another run wrote it in the
    meantime, nothing is replaced: the results are kept beside it as ``NAME.conflict-TIMESTAMP``
-   and ``OutputConflict`` says so in one line.
+   and ``OutputConflict`` says so in one line. SIGINT and SIGTERM are held back during the swap.
 4. **Failure or interruption** (any exception, KeyboardInterrupt and SIGTERM included): the staging
    directory is deleted and the target is left as it was.
 """
@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import uuid
@@ -120,7 +121,12 @@ def _relative_files(directory: Path) -> list[str]:
 def _protected(out: Path) -> str | None:
     """Why ``out`` may never be an output directory, or None."""
     resolved = out.resolve()
-    for label, place in (("the current directory", Path.cwd()), ("your home directory", Path.home())):
+    places = [("the current directory", Path.cwd())]
+    try:
+        places.append(("your home directory", Path.home()))
+    except RuntimeError:  # no home directory known
+        pass
+    for label, place in places:
         place = place.resolve()
         if resolved == place:
             return label
@@ -222,7 +228,7 @@ def staged_output(out: Path, overwrite: bool = False, inputs: Iterable[Path] = (
         yield staging
         _write_marker(staging)
         _commit(staging, out, overwrite, start_state)
-    except BaseException:
+    except BaseException:  # the staging folder is gone if the commit moved it
         shutil.rmtree(staging, ignore_errors=True)
         if not out.exists():
             _remove_created(created)
@@ -236,6 +242,9 @@ def _write_marker(staging: Path) -> None:
 
 
 def _commit(staging: Path, out: Path, overwrite: bool, start_state: _TargetState) -> None:
+    # Ctrl-C and SIGTERM wait until the swap is done: between its two renames the old results exist
+    # only under a hidden name.
+    masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     directory = os.open(out.parent, os.O_RDONLY)
     try:
         fcntl.flock(directory, fcntl.LOCK_EX)  # concurrent typicalnets commits into this folder take turns
@@ -261,6 +270,7 @@ def _commit(staging: Path, out: Path, overwrite: bool, start_state: _TargetState
             shutil.rmtree(replaced, ignore_errors=True)
     finally:
         os.close(directory)  # releases the lock
+        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
 
 
 def _conflict(staging: Path, out: Path) -> None:
