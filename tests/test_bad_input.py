@@ -292,7 +292,8 @@ BUDGET = {"sample": ["--time-limit", "3"], "run": ["--time-limit", "3", "--sgd-m
 
 def _check_random_call(command: str, base: list[str], option: str, value: str, tmp: Path, capsys) -> None:
     out = tmp / "out"
-    code = main(_fill(base + BUDGET[command] + [option, value], tmp, out))  # the last value of an option wins
+    args = _fill(base + BUDGET[command] + [option, value], tmp, out)  # the last value of an option wins
+    code = main(args)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err + captured.out
     assert code in (0, 2), (args, code, captured.err)

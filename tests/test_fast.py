@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from typicalnets import native
+from typicalnets.certificate import certified_interpolates
 from typicalnets.data import Dataset
 from typicalnets.fast import (
     CudaEngine,
     FastChecker,
     NativeEngine,
     can_mirror,
-    certified_interpolates,
     class_interleaved_order,
     draw_fast,
     head_names,

@@ -17,8 +17,9 @@ from typicalnets.data import Dataset, boolean_cube
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
-from typicalnets.samplers import GuessAndCheck, clopper_pearson, sample
+from typicalnets.samplers import GuessAndCheck, sample
 from typicalnets.samplers import gc as gc_module
+from typicalnets.stats import clopper_pearson
 
 Q3 = QuantizedUniform.evenly_spaced(3)
 

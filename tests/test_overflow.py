@@ -9,14 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from typicalnets.certificate import FLOAT32_MAX, activation_bound, certified_interpolates, forward_with_scale
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import (
-    FLOAT32_MAX,
-    activation_bound,
-    certified_interpolates,
-    forward_with_scale,
-)
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import QuantizedUniform, Uniform
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample

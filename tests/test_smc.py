@@ -13,8 +13,8 @@ from scipy.stats import chisquare, ks_2samp
 from test_gc import Q3, enumerate_population, function_ids
 
 from typicalnets import native
+from typicalnets.certificate import TIE, certified_interpolates
 from typicalnets.data import Dataset, boolean_cube
-from typicalnets.fast import TIE, certified_interpolates
 from typicalnets.nets import FCN, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Uniform

@@ -21,7 +21,8 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
-from typicalnets.samplers import GuessAndCheck, clopper_pearson, sample
+from typicalnets.samplers import GuessAndCheck, sample
+from typicalnets.stats import clopper_pearson
 from typicalnets.theory import (
     LevelModel,
     _log_incomplete_beta_series,

@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from typicalnets.experiments import RunConfig, run_experiment  # noqa: E402
-from typicalnets.samplers.base import mean_t_interval  # noqa: E402
+from typicalnets.stats import mean_t_interval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 IMG = ROOT.parent / "img"

@@ -25,10 +25,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from typicalnets.data import Dataset, check_inputs
 from typicalnets.errors import TypicalnetsError
-from typicalnets.resources import check_device
 from typicalnets.nets import Architecture, Population, build_arch
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior, parse_prior
+from typicalnets.resources import check_device
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.gc import DEFAULT_BATCH
 from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS, train_sgd

@@ -45,7 +45,6 @@ from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import FCN, Architecture, LeNet, Population
 from typicalnets.priors import Prior, QuantizedUniform, parse_prior
-from typicalnets.resources import check_device, check_memory_bytes, check_seed
 from typicalnets.report import (
     accuracy_intervals,
     error_quantiles,
@@ -54,6 +53,7 @@ from typicalnets.report import (
     plot_volume_vs_n,
     volume_violations,
 )
+from typicalnets.resources import check_device, check_memory_bytes, check_seed
 from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json

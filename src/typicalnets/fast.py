@@ -21,32 +21,10 @@ by ``benchmarks/gc_throughput.py``:
 
 Exact integer arithmetic for quantized priors is not used: it is exact only when the inputs are
 integers too, and every task here feeds real-valued (standardised) inputs to the first layer; the
-certified check below gives exact verdicts in floating point instead.
+certified check gives exact verdicts in floating point instead.
 
-Exactness: fp32 arithmetic in any order can misjudge the sign of an output within rounding error
-of 0, and quantized networks often compute exact ties (two identical hidden units cancelling), where
-rounding decides the sign. So the final verdict on every candidate comes from
-``certified_interpolates``: an fp32 forward that also computes each output's scale
-(sum of |w_i h_i| + |b| over the head) decides every output farther than ``margin`` (1e-4) of its
-scale from 0 -- fp32 rounding is ~1e-6 of it -- and the few networks with an output closer than
-that are recomputed in float64, where |f| <= 1e-9 x scale counts as f = 0, a mistake (float64
-rounding is ~1e-16 x scale, so only exact ties and outputs within 1e-9 of one land there).
-The fast engines send every network they accept, and every one with an fp32 output within the
-margin, to that check; the baseline engine sends its fp32-accepted networks. So both engines
-return the same accepted set for the same draws, unless the straightforward fp32 forward itself
-misjudges an output by more than 1e-4 of its scale.
-
-Overflow: ``check_float32_range`` bounds every pre-activation of every network the prior can draw,
-|z| <= B, by propagating B_0 = max |x| through the layers as B <- fan_in * w_max * B + w_max
-(capped at 1 after tanh and sign, times w_max after a scale; w_max is the prior's largest |level|,
-its half-width a, or 10 sigma for a Gaussian). A configuration with B > FLOAT32_MAX * 2^-8 is
-refused before any work. Below it, no fp32 sum can overflow in any order: every partial sum of a
-layer is at most (1 + 2^-24)^k times the sum of its terms' absolute values (k terms), which is at
-most B, and (1 + 2^-24)^k stays far below 2^8 for any k a machine can hold; so every engine
-computes finite outputs and the engines' verdicts agree. Gaussian weights beyond 10 sigma
-(probability < 2e-23 each) escape that proof, so ``certified_interpolates`` also requires every
-fp32 output and scale to be finite: a network whose output is not finite is never accepted, on
-any engine.
+Exactness and overflow: every candidate's final verdict comes from
+``typicalnets.certificate`` (the certified check, the tie rule and the float32 range check).
 """
 
 from __future__ import annotations
@@ -56,70 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from typicalnets.certificate import DEFAULT_MARGIN, certified_interpolates, conv_layers, forward_with_scale
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.native import cuda
-from typicalnets.nets import CNN, FCN, Architecture, DiagonalLinear, LeNet, Population
-from typicalnets.nets.base import ACTIVATIONS
+from typicalnets.nets import FCN, Architecture, DiagonalLinear, LeNet, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 
-DEFAULT_MARGIN = 1e-4
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-OVERFLOW_HEADROOM = 2.0**-8  # refuse worst cases within 2^8 of fp32's largest value (see above)
-GAUSSIAN_TAIL = 10.0  # a Gaussian weight's bound in sigmas for the overflow check
-TIE = 1e-9  # |f| <= TIE * scale in float64 counts as f = 0 (an exact tie up to float64 rounding)
 # (network, example) activations of the widest layer kept at once; bounds memory per chunk.
 ACTIVATION_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 28}
-
-
-def weight_bound(prior: Prior) -> float:
-    """The largest |parameter| the prior draws (for a Gaussian, GAUSSIAN_TAIL sigmas)."""
-    if isinstance(prior, QuantizedUniform):
-        return max(abs(level) for level in prior.levels)
-    if isinstance(prior, Uniform):
-        return prior.a
-    return GAUSSIAN_TAIL * prior.sigma
-
-
-def activation_bound(arch: Architecture, prior: Prior, input_bound: float) -> float:
-    """An upper bound on |z| over every pre-activation and output of every network the prior can
-    draw, for inputs with |x| <= ``input_bound`` (see the module docstring); computed in Python
-    floats, so it is inf when it exceeds float64's range."""
-    w_max = weight_bound(prior)
-    if isinstance(arch, DiagonalLinear):  # beta_i = prod_l w_l,i, then f = sum_i beta_i x_i
-        return max(w_max**arch.depth, 1.0) * max(1.0, arch.in_dim * input_bound)
-    saturating = getattr(arch, "activation", "relu") in ("tanh", "sign")
-    names = list(arch.param_shapes())
-    head = max(i for i, name in enumerate(names) if name.startswith("w"))
-    h, worst = input_bound, input_bound
-    for index, name in enumerate(names):
-        kind = name[0]
-        if kind == "w":
-            z = arch.fan_in(name) * w_max * h
-            if index + 1 < len(names) and names[index + 1][0] == "b":
-                z += w_max
-            worst = max(worst, 2.0 * z if index == head else z)  # two logits: f = z_1 - z_0
-            h = min(z, 1.0) if saturating else z
-        elif kind == "s":
-            h *= w_max
-            worst = max(worst, h)
-    return worst
-
-
-def check_float32_range(arch: Architecture, prior: Prior, x: torch.Tensor) -> None:
-    """Refuse inputs and priors for which some network the prior can draw could overflow fp32."""
-    input_bound = float(x.abs().max()) if x.numel() else 0.0
-    bound = activation_bound(arch, prior, input_bound)
-    if bound > FLOAT32_MAX * OVERFLOW_HEADROOM:
-        raise TypicalnetsError(
-            f"with inputs up to |x| = {input_bound:.3g} and weights up to {weight_bound(prior):.3g} "
-            f"({prior.spec()}), a {arch.describe()} network can compute values up to {bound:.3g}, beyond "
-            f"float32's range ({FLOAT32_MAX:.3g}); rescale the inputs or the prior's levels, or use fewer or "
-            "narrower layers"
-        )
 
 
 def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Generator,
@@ -287,7 +212,7 @@ class FastChecker:
             return max(arch.hidden)
         if isinstance(arch, DiagonalLinear):
             return arch.in_dim
-        convs, _, _ = _conv_layers(arch)
+        convs, _, _ = conv_layers(arch)
         spatial, channels, widest = list(arch.input_shape[1:]), arch.input_shape[0], 1
         for (k, stride, pool, *_), c_out in zip(convs, arch.widths):
             taps = k ** len(spatial)
@@ -300,48 +225,6 @@ class FastChecker:
         return forward_with_scale(self.arch, params, x, self.grouped)
 
 
-def forward_with_scale(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor,
-                       grouped: bool | None = None):
-    """Outputs f (A, n) and their scales sum |w_i h_i| + |b| over the head.
-
-    Conv layers after the first run as grouped convolutions (one group per network) on the CPU,
-    where that measured 2-3x faster than im2col + one batched matmul, and as the latter on GPUs,
-    where it measured 10% faster on an H200 (``benchmarks/gc_throughput.py --ablations``);
-    ``grouped`` overrides.
-    """
-    if isinstance(arch, FCN):
-        return _fcn_forward(arch, params, x)
-    if isinstance(arch, DiagonalLinear):
-        beta = arch.effective_weights(params)
-        xs = x.to(beta.dtype)
-        return beta @ xs.T, beta.abs() @ xs.abs().T
-    return _conv_forward(arch, params, x, x.device.type == "cpu" if grouped is None else grouped)
-
-
-def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Tensor, margin: float = DEFAULT_MARGIN,
-                           chunk: int = 256) -> torch.Tensor:
-    """Zero training error, certified: the fp32 forward decides every output farther than ``margin``
-    times its scale from 0; networks with an output closer than that are recomputed in float64,
-    where |f| <= TIE * scale counts as f = 0 (a mistake). A network with a non-finite fp32 output
-    or scale on any example is rejected (see the module docstring on overflow)."""
-    x, y = x.to(population.device), y.to(population.device)
-    verdicts = []
-    for start in range(0, len(population), chunk):
-        params = {k: v[start : start + chunk] for k, v in population.params.items()}
-        f, scale = forward_with_scale(population.arch, {k: v.float() for k, v in params.items()}, x.float())
-        correct = y * f > 0
-        sure = f.abs() > margin * scale
-        # No sure mistake, and finite in fp32: an output that overflowed is never accepted.
-        verdict = (correct | ~sure).all(dim=1) & (torch.isfinite(f) & torch.isfinite(scale)).all(dim=1)
-        doubtful = torch.nonzero(verdict & ~sure.all(dim=1)).flatten()
-        if doubtful.numel():
-            f64, scale64 = forward_with_scale(population.arch, {k: v[doubtful].double() for k, v in params.items()},
-                                              x.double())
-            verdict[doubtful] = (y.double() * f64 > TIE * scale64).all(dim=1)
-        verdicts.append(verdict)
-    return torch.cat(verdicts) if verdicts else torch.zeros(0, dtype=torch.bool, device=population.device)
-
-
 def _blocks(n: int) -> list[tuple[int, int]]:
     """Example blocks 1, 1, 2, 4, 8, ...: small while many networks are alive, larger once few are."""
     blocks, start, size = [], 0, 1
@@ -351,107 +234,6 @@ def _blocks(n: int) -> list[tuple[int, int]]:
         if len(blocks) > 1:
             size *= 2
     return blocks
-
-
-def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scalar output f (two logits: z_1 - z_0) and its scale sum |w||h| + |b| for h (A, n, k), w (A, o, k)."""
-    z = torch.matmul(h, w.transpose(1, 2))
-    scale = torch.matmul(h.abs(), w.abs().sum(1, keepdim=True).transpose(1, 2))[..., 0]
-    if b is not None:
-        z = z + b.unsqueeze(1)
-        scale = scale + b.abs().sum(1, keepdim=True)
-    f = z[..., 1] - z[..., 0] if z.shape[-1] == 2 else z[..., 0]
-    return f, scale
-
-
-def _fcn_forward(arch: FCN, params, x):
-    act = ACTIVATIONS[arch.activation]
-    count = params["w1"].shape[0]
-    h = x.to(params["w1"].dtype)
-    for layer in range(1, arch.depth):
-        w = params[f"w{layer}"]
-        if layer == 1:  # one GEMM for the whole population: (n, d) @ (d, A * k)
-            z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
-        else:
-            z = torch.bmm(h, w.transpose(1, 2))
-        if arch.bias:
-            z = z + params[f"b{layer}"].unsqueeze(1)
-        h = act(z)
-        if arch.scaled:
-            h = h * params[f"s{layer}"].unsqueeze(1)
-    return _head(h, params[f"w{arch.depth}"], params.get(f"b{arch.depth}"))
-
-
-def _conv_layers(arch: CNN | LeNet):
-    """(kernel, stride, pool, activation, weight, bias, scale names) per conv layer, then the fc layers."""
-    if isinstance(arch, LeNet):
-        convs = [(5, 1, 2, "relu", "w1", "b1", None), (5, 1, 2, "relu", "w2", "b2", None)]
-        return convs, [("w3", "b3"), ("w4", "b4")], ("w5", "b5")
-    convs = [
-        (k, s, p, arch.activation, f"w{i}", f"b{i}" if arch.bias else None, f"s{i}" if arch.scaled else None)
-        for i, (k, s, p) in enumerate(zip(arch.kernel_size, arch.stride, arch.pool), start=1)
-    ]
-    return convs, [], (f"w{arch.depth}", f"b{arch.depth}" if arch.bias else None)
-
-
-def _max_pool(h: torch.Tensor, pools: tuple[int, int]) -> torch.Tensor:
-    """Max-pool with kernel = stride (floor) as elementwise maxima of strided views: the same values
-    as F.max_pool2d, which measured several times slower on the CPU for many small maps."""
-    ph, pw = h.shape[2] // pools[0], h.shape[3] // pools[1]
-    views = [h[:, :, dy : dy + ph * pools[0] : pools[0], dx : dx + pw * pools[1] : pools[1]]
-             for dy in range(pools[0]) for dx in range(pools[1])]
-    out = views[0]
-    for view in views[1:]:
-        out = torch.maximum(out, view)
-    return out
-
-
-def _im2col(h: torch.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) -> torch.Tensor:
-    """(rows, c, H, W) -> (rows, c * kh * kw, positions) by one strided copy (F.unfold launches a
-    kernel per image on CUDA, which measured 30x slower for large populations)."""
-    windows = h.unfold(2, kernel[0], strides[0]).unfold(3, kernel[1], strides[1])  # (rows, c, Ho, Wo, kh, kw)
-    rows, channels, out_h, out_w = windows.shape[:4]
-    return windows.permute(0, 1, 4, 5, 2, 3).reshape(rows, channels * kernel[0] * kernel[1], out_h * out_w)
-
-
-def _conv_forward(arch: CNN | LeNet, params, x, grouped: bool = False):
-    convs, fcs, head = _conv_layers(arch)
-    count = params["w1"].shape[0]
-    n = x.shape[0]
-    h = x.to(params["w1"].dtype)
-    if h.ndim == 3:  # 1-D convs run as 2-D convs of height 1
-        h = h.unsqueeze(2)
-    two_d = isinstance(arch, LeNet) or arch.dims == 2
-    for index, (k, stride, pool, activation, w_name, b_name, s_name) in enumerate(convs):
-        w = params[w_name]
-        c_out = w.shape[1]
-        kernel, strides, pools = ((k, k), (stride, stride), (pool, pool)) if two_d else ((1, k), (1, stride), (1, pool))
-        height = (h.shape[2] - kernel[0]) // strides[0] + 1
-        width = (h.shape[3] - kernel[1]) // strides[1] + 1
-        w_flat = w.reshape(count, c_out, -1)
-        patches = _im2col(h, kernel, strides) if index == 0 or not grouped else None  # (rows, c_in * taps, positions)
-        if index == 0:  # the input is shared: one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
-            z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
-        elif grouped:
-            z = F.conv2d(h.view(count, n, -1, *h.shape[2:]).transpose(0, 1).reshape(n, -1, *h.shape[2:]),
-                         w.reshape(count * c_out, -1, *kernel), stride=strides, groups=count)
-            z = z.view(n, count, c_out, -1).permute(1, 2, 0, 3)
-        else:  # one batched matmul over networks, no grouped convolution
-            taps = patches.shape[1]
-            cols = patches.view(count, n, taps, -1).transpose(1, 2).reshape(count, taps, -1)
-            z = torch.bmm(w_flat, cols)
-        z = z.view(count, c_out, n, -1)
-        if b_name is not None:
-            z = z + params[b_name].view(count, c_out, 1, 1)
-        h = ACTIVATIONS[activation](z).transpose(1, 2).reshape(count * n, c_out, height, width)
-        if pool > 1:
-            h = _max_pool(h, pools)
-        if s_name is not None:
-            h = h * params[s_name].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
-    h = h.reshape(count, n, -1)  # channel-major features per (network, example)
-    for w_name, b_name in fcs:
-        h = torch.relu(torch.baddbmm(params[b_name].unsqueeze(1), h, params[w_name].transpose(1, 2)))
-    return _head(h, params[head[0]], params.get(head[1]) if head[1] else None)
 
 
 class NativeEngine:

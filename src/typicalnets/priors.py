@@ -17,7 +17,6 @@ import torch
 
 from typicalnets.errors import TypicalnetsError
 
-
 # Most levels a quantized prior may have: enough to approximate a continuum (uniform:A is that
 # continuum), few enough that the levels, C~ and the kernels' exact code draws stay cheap.
 MAX_LEVELS = 65_537

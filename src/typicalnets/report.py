@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from typicalnets.samplers.base import mean_t_interval  # noqa: E402
+from typicalnets.stats import mean_t_interval  # noqa: E402
 
 
 def _save_against_n(fig, ax, path: Path, ylabel: str, title: str) -> None:

@@ -37,11 +37,11 @@ import signal
 import socket
 import tempfile
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from typicalnets.errors import TypicalnetsError

@@ -31,12 +31,13 @@ from typing import Any
 import torch
 from scipy.special import betainc, betaln, hyp2f1
 
+from typicalnets.certificate import TIE
 from typicalnets.data import boolean_cube
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Architecture, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
-from typicalnets.samplers.base import clopper_pearson
+from typicalnets.stats import clopper_pearson
 from typicalnets.teachers import check_narrower
 
 LN2 = math.log(2.0)
@@ -45,8 +46,6 @@ ENUMERATION_CAP = 2_000_000
 MONTE_CARLO_SAMPLES = 1_000_000
 # Networks evaluated per forward call while enumerating or sampling students.
 CHUNK = 65_536
-# |f| <= TIE in float64 counts as f = 0 (the tiny nets here have O(1) outputs; cf. fast.TIE).
-TIE = 1e-9
 # Boolean domains with more points than this are refused (pass ``domain=`` explicitly).
 MAX_DOMAIN_POINTS = 1 << 16
 # A teacher value within this relative distance of a level is that level (float32 teachers).
@@ -723,6 +722,8 @@ def boolean_domain(input_shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _signs(f: torch.Tensor) -> torch.Tensor:
+    """Signs with |f| <= TIE as 0 (a mistake): the certificate's tie rule, on |f| itself, since the
+    tiny networks enumerated here have outputs of order 1."""
     return torch.where(f.abs() <= TIE, torch.zeros_like(f), torch.sign(f)).to(torch.int8)
 
 

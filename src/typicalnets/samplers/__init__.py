@@ -1,8 +1,8 @@
 """Samplers of typical interpolators, sharing one protocol (see ``samplers.base``)."""
 
-from typicalnets.samplers.base import Sampler, SampleResult, clopper_pearson, sample
+from typicalnets.samplers.base import Sampler, SampleResult, sample
 from typicalnets.samplers.gc import GCInfo, GCState, GuessAndCheck
 from typicalnets.samplers.smc import SequentialMonteCarlo, SMCInfo, SMCState, sample_smc
 
 __all__ = ["GCInfo", "GCState", "GuessAndCheck", "SMCInfo", "SMCState", "SampleResult", "Sampler",
-           "SequentialMonteCarlo", "clopper_pearson", "sample", "sample_smc"]
+           "SequentialMonteCarlo", "sample", "sample_smc"]

@@ -17,7 +17,7 @@ Engines, all exact (the same accept decision, see ``typicalnets.fast``):
   with nvcc; ``fast`` does not pick it on GPUs yet, as it has run only in its CPU emulation so far),
   with uniform or quantized priors;
 - ``torch``: early rejection in PyTorch, on any device and architecture. Every
-  accepted (and every borderline) network is re-checked in float64 (``fast.certified_interpolates``).
+  accepted (and every borderline) network is re-checked in float64 (``certificate.certified_interpolates``).
 
 The ``native`` and ``torch`` engines draw mirrored pairs where the prior allows (``fast.can_mirror``;
 ``mirror=False`` turns them off): network 2i + 1 is network 2i with its head mirrored (two logits
@@ -37,18 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets import native
+from typicalnets.certificate import DEFAULT_MARGIN, certified_interpolates, check_float32_range
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import (
-    DEFAULT_MARGIN,
-    CudaEngine,
-    FastChecker,
-    NativeEngine,
-    can_mirror,
-    certified_interpolates,
-    check_float32_range,
-    draw_fast,
-)
+from typicalnets.fast import CudaEngine, FastChecker, NativeEngine, can_mirror, draw_fast
 from typicalnets.native import cuda
 from typicalnets.nets import FCN, Architecture, DiagonalLinear, Population
 from typicalnets.nets.population import DEFAULT_CHUNK

@@ -39,15 +39,17 @@ from typing import Callable, NamedTuple
 import torch
 
 from typicalnets import native
+from typicalnets.certificate import TIE, certified_interpolates, check_float32_range
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import TIE, certified_interpolates, check_float32_range, class_interleaved_order
+from typicalnets.fast import class_interleaved_order
 from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.resources import check_device, check_memory
-from typicalnets.samplers.base import SampleResult, mean_t_interval, sample
+from typicalnets.samplers.base import SampleResult, sample
+from typicalnets.stats import mean_t_interval
 
 DEFAULT_PARTICLES = 1000
 # The native moves run in rounds of 1/8 sweep (n_params / 8 proposals per particle), so the adaptive
