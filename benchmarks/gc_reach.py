@@ -33,17 +33,26 @@ def main() -> None:
     teacher = narrow_teacher(FCN(784, (2,)), prior, gen)
     sizes = [int(v) for v in args.n.split(",")]
     task = make_task(teacher, max(sizes), 100, gen)
-    print(f"{'n':>3} {'draws':>12} {'accepted':>9} {'draws/s':>10} {'rate':>10} {'s per 100 samples':>18} {'reached':>8}")
+    print(
+        f"{'n':>3} {'draws':>12} {'accepted':>9} {'draws/s':>10} {'rate':>10} {'s per 100 samples':>18} {'reached':>8}"
+    )
     for n in sizes:
-        result = sample(GuessAndCheck(FCN(784, (32,)), prior, task.train.head(n), batch_size=1 << 16), gen, 100,
-                        time_limit=args.probe, progress=False)
+        result = sample(
+            GuessAndCheck(FCN(784, (32,)), prior, task.train.head(n), batch_size=1 << 16),
+            gen,
+            100,
+            time_limit=args.probe,
+            progress=False,
+        )
         speed = result.draws / result.seconds
         rate = result.acceptance_rate if result.accepted_total else result.acceptance_ci[1]
         seconds = 100 / (rate * speed)
         bound = "" if result.accepted_total else ">="
-        print(f"{n:>3} {result.draws:>12,} {result.accepted_total:>9} {speed:>10,.0f} {rate:>10.3g} "
-              f"{bound + format(seconds, ',.0f'):>18} {str(seconds <= args.budget and bool(result.accepted_total)):>8}",
-              flush=True)
+        print(
+            f"{n:>3} {result.draws:>12,} {result.accepted_total:>9} {speed:>10,.0f} {rate:>10.3g} "
+            f"{bound + format(seconds, ',.0f'):>18} {str(seconds <= args.budget and bool(result.accepted_total)):>8}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,7 @@ def peak_flops(device: str) -> float:
     return torch.get_num_threads() * 2 * lanes * 2 * max(mhz) * 1e6
 
 
-def measure(samplers: list[GuessAndCheck], device: str, seconds: float, rounds: int,
-            seed: int = 0) -> list[dict]:
+def measure(samplers: list[GuessAndCheck], device: str, seconds: float, rounds: int, seed: int = 0) -> list[dict]:
     """Networks/s, network-examples/s and draws of each sampler over ``seconds``, interleaved: after
     one warm-up step each, ``rounds`` rounds give every sampler seconds / rounds in turn, so a
     machine whose speed drifts (shared, virtualised CPUs) slows all of them alike. Each sampler's
@@ -81,7 +80,11 @@ def measure(samplers: list[GuessAndCheck], device: str, seconds: float, rounds: 
             start = time.perf_counter()
             while time.perf_counter() - start < seconds / rounds:
                 _, info = sampler.step(rng, state)
-                draws, examples, accepted = draws + info.draws, examples + info.network_examples, accepted + info.accepted
+                draws, examples, accepted = (
+                    draws + info.draws,
+                    examples + info.network_examples,
+                    accepted + info.accepted,
+                )
             if device == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
@@ -90,15 +93,26 @@ def measure(samplers: list[GuessAndCheck], device: str, seconds: float, rounds: 
             total["accepted"] += accepted
             total["seconds"] += elapsed
             total["rates"].append(draws / elapsed)
-    return [{"networks_per_s": t["draws"] / t["seconds"], "network_examples_per_s": t["examples"] / t["seconds"],
-             "draws": t["draws"], "accepted": t["accepted"], "round_rates": t["rates"]} for t in totals]
+    return [
+        {
+            "networks_per_s": t["draws"] / t["seconds"],
+            "network_examples_per_s": t["examples"] / t["seconds"],
+            "draws": t["draws"],
+            "accepted": t["accepted"],
+            "round_rates": t["rates"],
+        }
+        for t in totals
+    ]
 
 
 def draw_rate(arch, prior, device: str, how: str, seconds: float) -> float:
     """Networks/s of drawing parameters alone."""
     gen = torch.Generator(device=device).manual_seed(0)
     batch = max(1, min(16_384, (1 << 25) // arch.num_params()))
-    draw = {"prior": lambda: Population.draw(arch, prior, batch, gen), "raw-bits": lambda: draw_fast(arch, prior, batch, gen)}[how]
+    draw = {
+        "prior": lambda: Population.draw(arch, prior, batch, gen),
+        "raw-bits": lambda: draw_fast(arch, prior, batch, gen),
+    }[how]
     draw()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -131,8 +145,10 @@ def main() -> int:
     device_name = torch.cuda.get_device_name(0) if cuda else f"cpu x{torch.get_num_threads()}"
     if not args.json:
         print(f"device: {device_name}, nominal fp32 peak {peak / 1e9:.0f} GFLOP/s")
-        print(f"{'case':<12} {'n':>3} {'method':<36} {'networks/s':>12} {'net-examples/s':>16} {'peak %':>7} "
-              f"{'speed-up':>9} {'(rounds)':>9}")
+        print(
+            f"{'case':<12} {'n':>3} {'method':<36} {'networks/s':>12} {'net-examples/s':>16} {'peak %':>7} "
+            f"{'speed-up':>9} {'(rounds)':>9}"
+        )
     for case in args.cases.split(","):
         arch, prior = CASES[case]
         flops = arch.flops_per_example()
@@ -141,24 +157,34 @@ def main() -> int:
             if isinstance(arch, FCN):
                 data = Dataset(data.x.flatten(1), data.y)
             fast = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="fast")
-            methods = [("baseline", GuessAndCheck(arch, prior, data, baseline_batch, args.device, engine="baseline")),
-                       ("fast", fast)]
+            methods = [
+                ("baseline", GuessAndCheck(arch, prior, data, baseline_batch, args.device, engine="baseline")),
+                ("fast", fast),
+            ]
             if cuda and isinstance(arch, LeNet):  # the CUDA kernel, opt-in until measured here
                 try:
-                    methods.append(("native", GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="native")))
+                    methods.append(
+                        ("native", GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="native"))
+                    )
                 except TypicalnetsError as error:
                     print(f"note: no CUDA kernel ({error})", file=sys.stderr)
             if args.ablations:
                 if fast.engine == "native" and fast.draws_per_trial == 2:
-                    methods.append(("ablation:native-no-mirror", GuessAndCheck(arch, prior, data, fast_batch, args.device,
-                                                                               engine="native", mirror=False)))
+                    methods.append(
+                        (
+                            "ablation:native-no-mirror",
+                            GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="native", mirror=False),
+                        )
+                    )
                 torch_engine = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
                 torch_unpaired = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch", mirror=False)
-                methods += [("ablation:torch-early-rejection", torch_engine),
-                            ("ablation:torch-no-mirror", torch_unpaired),
-                            ("ablation:torch-no-early-rejection", no_early)]
+                methods += [
+                    ("ablation:torch-early-rejection", torch_engine),
+                    ("ablation:torch-no-mirror", torch_unpaired),
+                    ("ablation:torch-no-early-rejection", no_early),
+                ]
                 if isinstance(arch, LeNet):
                     im2col = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                     im2col.checker = FastChecker(arch, data, device=args.device, grouped=False)
@@ -167,28 +193,49 @@ def main() -> int:
             base = results[0]
             for (method, sampler), result in zip(methods, results):
                 round_speedups = [r / b for r, b in zip(result["round_rates"], base["round_rates"])]
-                row = {"method": method, "engine": sampler.engine, "arch": case, "device": args.device, "n": n,
-                       "networks_per_s": result["networks_per_s"],
-                       "network_examples_per_s": result["network_examples_per_s"],
-                       "flop_fraction": result["network_examples_per_s"] * flops / peak,
-                       "speedup": result["networks_per_s"] / base["networks_per_s"],
-                       "speedup_min": min(round_speedups), "speedup_max": max(round_speedups),
-                       "draws": result["draws"], "accepted": result["accepted"],
-                       "draws_per_trial": sampler.draws_per_trial, "batch": sampler.batch_size,
-                       "device_name": device_name}
+                row = {
+                    "method": method,
+                    "engine": sampler.engine,
+                    "arch": case,
+                    "device": args.device,
+                    "n": n,
+                    "networks_per_s": result["networks_per_s"],
+                    "network_examples_per_s": result["network_examples_per_s"],
+                    "flop_fraction": result["network_examples_per_s"] * flops / peak,
+                    "speedup": result["networks_per_s"] / base["networks_per_s"],
+                    "speedup_min": min(round_speedups),
+                    "speedup_max": max(round_speedups),
+                    "draws": result["draws"],
+                    "accepted": result["accepted"],
+                    "draws_per_trial": sampler.draws_per_trial,
+                    "batch": sampler.batch_size,
+                    "device_name": device_name,
+                }
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:
                     spread = f"{row['speedup_min']:.0f}-{row['speedup_max']:.0f}" if method != "baseline" else ""
-                    print(f"{case:<12} {n:>3} {method + ' (' + sampler.engine + ')':<36} {row['networks_per_s']:>12,.0f} "
-                          f"{row['network_examples_per_s']:>16,.0f} {100 * row['flop_fraction']:>6.2f}% "
-                          f"{row['speedup']:>8.1f}x {spread:>9}", flush=True)
+                    print(
+                        f"{case:<12} {n:>3} {method + ' (' + sampler.engine + ')':<36} {row['networks_per_s']:>12,.0f} "
+                        f"{row['network_examples_per_s']:>16,.0f} {100 * row['flop_fraction']:>6.2f}% "
+                        f"{row['speedup']:>8.1f}x {spread:>9}",
+                        flush=True,
+                    )
         if args.ablations:
             for how in ("prior", "raw-bits"):
                 rate = draw_rate(arch, prior, args.device, how, args.seconds)
                 if args.json:
-                    print(json.dumps({"method": f"ablation:draw-{how}", "arch": case, "device": args.device,
-                                      "networks_per_s": rate}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "method": f"ablation:draw-{how}",
+                                "arch": case,
+                                "device": args.device,
+                                "networks_per_s": rate,
+                            }
+                        ),
+                        flush=True,
+                    )
                 else:
                     print(f"{case:<12} {'-':>3} {'ablation:draw-only ' + how:<36} {rate:>12,.0f}", flush=True)
     return 0

@@ -45,9 +45,11 @@ def _digest(path: Path) -> str:
     elif path.suffix == ".pt":
         population = Population.load(path)
         data = json.dumps(population.arch.to_dict(), sort_keys=True).encode() + b"".join(
-            name.encode() + tensor.contiguous().numpy().tobytes() for name, tensor in sorted(population.params.items()))
+            name.encode() + tensor.contiguous().numpy().tobytes() for name, tensor in sorted(population.params.items())
+        )
     elif path.name == "cells.csv":  # its seconds and message columns are timings
         import pandas as pd
+
         data = pd.read_csv(path).drop(columns=["seconds", "message"], errors="ignore").to_csv(index=False).encode()
     else:
         data = path.read_bytes()
@@ -55,8 +57,11 @@ def _digest(path: Path) -> str:
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:
-    return {path.name: _digest(path) for path in sorted(folder.iterdir())
-            if path.is_file() and path.suffix in (".csv", ".npy", ".json", ".pt") and not path.name.startswith(".")}
+    return {
+        path.name: _digest(path)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.suffix in (".csv", ".npy", ".json", ".pt") and not path.name.startswith(".")
+    }
 
 
 def _task(root: Path) -> tuple[Path, Path]:
@@ -74,8 +79,20 @@ def fingerprints() -> dict[str, dict[str, str]]:
         root = Path(scratch)
         train, test = _task(root)
         runs = {"run-default": ["run", "--no-progress"]}
-        common = ["sample", "--train", str(train), "--test", str(test), "--n", "12", "--widths", "6", "--seed", "7",
-                  "--no-progress"]
+        common = [
+            "sample",
+            "--train",
+            str(train),
+            "--test",
+            str(test),
+            "--n",
+            "12",
+            "--widths",
+            "6",
+            "--seed",
+            "7",
+            "--no-progress",
+        ]
         for engine in ("fast", "native", "torch", "baseline"):
             runs[f"sample-gc-{engine}"] = [*common, "--engine", engine, "--count", "20"]
         runs["sample-smc"] = [*common, "--sampler", "smc", "--count", "20", "--particles", "200", "--repeats", "2"]

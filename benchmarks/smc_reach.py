@@ -40,12 +40,17 @@ def main() -> None:
     seconds = time.perf_counter() - start
     for info in result.history:
         if info.seen % 32 == 0 or info.seen == 1:
-            print(f"n={info.seen:>4} survival={info.survival:.3f} unique={info.unique} "
-                  f"acceptance={info.move_acceptance:.3f} rounds={info.moves}", flush=True)
+            print(
+                f"n={info.seen:>4} survival={info.survival:.3f} unique={info.unique} "
+                f"acceptance={info.move_acceptance:.3f} rounds={info.moves}",
+                flush=True,
+            )
     reached = result.history[-1].seen if result.history else 0
     log_prob = sum(torch.log(torch.tensor(i.survival, dtype=torch.float64)).item() for i in result.history)
-    print(f"reached n={reached} of {args.n} in {seconds:.0f} s ({result.stop_reason}); "
-          f"ln P(L_S = 0) over those examples = {log_prob:.1f}; {result.count} samples")
+    print(
+        f"reached n={reached} of {args.n} in {seconds:.0f} s ({result.stop_reason}); "
+        f"ln P(L_S = 0) over those examples = {log_prob:.1f}; {result.count} samples"
+    )
     if result.count:
         errors = result.population.errors(task.test.x, task.test.y).float()
         print(f"samples' test error: mean {errors.mean():.3f}, min {errors.min():.3f}, max {errors.max():.3f}")

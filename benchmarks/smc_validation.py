@@ -36,7 +36,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--task", choices=["small", "reach"], default="small")
-    parser.add_argument("--refresh", type=float, default=1.0, help="SMC: accepted moves per particle per step, in sweeps")
+    parser.add_argument(
+        "--refresh", type=float, default=1.0, help="SMC: accepted moves per particle per step, in sweeps"
+    )
     args = parser.parse_args()
     prior = QuantizedUniform.evenly_spaced(3)
     gen = torch.Generator().manual_seed(args.seed)
@@ -46,29 +48,50 @@ def main() -> int:
     task = make_task(teacher, max(sizes), 10_000 if args.task == "small" else 2000, gen)
     student = FCN(d, (width,))
     if not args.json:
-        print(f"{'n':>3} {'G&C ln P (95% CI)':>28} {'SMC ln P (95% CI)':>28} {'overlap':>8} {'KS p':>7} "
-              f"{'G&C s':>6} {'SMC s':>6}")
+        print(
+            f"{'n':>3} {'G&C ln P (95% CI)':>28} {'SMC ln P (95% CI)':>28} {'overlap':>8} {'KS p':>7} "
+            f"{'G&C s':>6} {'SMC s':>6}"
+        )
     failures = 0
     for n in sizes:
         train = task.train.head(n)
-        gc = sample(GuessAndCheck(student, prior, train, batch_size=1 << 16), gen, args.count, max_draws=10**10,
-                    progress=False)
-        smc = sample_smc(lambda: SequentialMonteCarlo(student, prior, train, args.particles, refresh=args.refresh),
-                         gen, args.count, args.repeats, progress=False)
+        gc = sample(
+            GuessAndCheck(student, prior, train, batch_size=1 << 16), gen, args.count, max_draws=10**10, progress=False
+        )
+        smc = sample_smc(
+            lambda train=train: SequentialMonteCarlo(student, prior, train, args.particles, refresh=args.refresh),
+            gen,
+            args.count,
+            args.repeats,
+            progress=False,
+        )
         gc_ci, smc_ci = gc.log_prob_interpolate_ci, smc.log_prob_interpolate_ci
         overlap = smc_ci[0] <= gc_ci[1] and gc_ci[0] <= smc_ci[1]
-        ks = ks_2samp(gc.population.errors(task.test.x, task.test.y).numpy(),
-                      smc.population.errors(task.test.x, task.test.y).numpy()).pvalue
+        ks = ks_2samp(
+            gc.population.errors(task.test.x, task.test.y).numpy(),
+            smc.population.errors(task.test.x, task.test.y).numpy(),
+        ).pvalue
         failures += (not overlap) + (ks <= 0.01)
-        row = {"n": n, "gc_log_prob": gc.log_prob_interpolate, "gc_ci": list(gc_ci),
-               "smc_log_prob": smc.log_prob_interpolate, "smc_ci": list(smc_ci), "overlap": overlap, "ks_p": ks,
-               "gc_seconds": gc.seconds, "smc_seconds": smc.seconds}
+        row = {
+            "n": n,
+            "gc_log_prob": gc.log_prob_interpolate,
+            "gc_ci": list(gc_ci),
+            "smc_log_prob": smc.log_prob_interpolate,
+            "smc_ci": list(smc_ci),
+            "overlap": overlap,
+            "ks_p": ks,
+            "gc_seconds": gc.seconds,
+            "smc_seconds": smc.seconds,
+        }
         if args.json:
             print(json.dumps(row), flush=True)
         else:
-            print(f"{n:>3} {gc.log_prob_interpolate:>8.3f} ({gc_ci[0]:.3f}, {gc_ci[1]:.3f})"
-                  f" {smc.log_prob_interpolate:>8.3f} ({smc_ci[0]:.3f}, {smc_ci[1]:.3f}) {str(overlap):>8}"
-                  f" {ks:>7.3f} {gc.seconds:>6.1f} {smc.seconds:>6.1f}", flush=True)
+            print(
+                f"{n:>3} {gc.log_prob_interpolate:>8.3f} ({gc_ci[0]:.3f}, {gc_ci[1]:.3f})"
+                f" {smc.log_prob_interpolate:>8.3f} ({smc_ci[0]:.3f}, {smc_ci[1]:.3f}) {str(overlap):>8}"
+                f" {ks:>7.3f} {gc.seconds:>6.1f} {smc.seconds:>6.1f}",
+                flush=True,
+            )
     return 1 if failures else 0
 
 

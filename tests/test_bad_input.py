@@ -75,10 +75,37 @@ def files(tmp_path_factory) -> Path:
     return root
 
 
-SAMPLE = ["sample", "--train", "{files}/good.npz", "--out", "{out}", "--no-progress", "--count", "2",
-          "--max-draws", "20000", "--widths", "4"]
-RUN = ["run", "--out", "{out}", "--no-progress", "--n", "4", "--count", "2", "--methods", "gc:fcn", "--n-test", "50",
-       "--max-draws", "20000", "--no-smc-fallback"]
+SAMPLE = [
+    "sample",
+    "--train",
+    "{files}/good.npz",
+    "--out",
+    "{out}",
+    "--no-progress",
+    "--count",
+    "2",
+    "--max-draws",
+    "20000",
+    "--widths",
+    "4",
+]
+RUN = [
+    "run",
+    "--out",
+    "{out}",
+    "--no-progress",
+    "--n",
+    "4",
+    "--count",
+    "2",
+    "--methods",
+    "gc:fcn",
+    "--n-test",
+    "50",
+    "--max-draws",
+    "20000",
+    "--no-smc-fallback",
+]
 BOUND = ["bound", "--student-widths", "8", "--teacher-widths", "2", "--in-dim", "4"]
 
 # (id, base command, extra arguments, phrase of the message); every row must exit 2.
@@ -103,8 +130,12 @@ CASES = [
     ("prior-gaussian-negative", SAMPLE, ["--prior", "gaussian:-1"], "sigma > 0"),
     ("prior-overflow-levels", SAMPLE, ["--prior", "quantized:-1e38,0,1e38", "--widths", "8"], "float32's range"),
     ("prior-overflow-torch", SAMPLE, ["--prior", "quantized:-1e38,0,1e38", "--engine", "torch"], "float32's range"),
-    ("inputs-overflow", SAMPLE, ["--train", "{files}/scaled.npz", "--prior", "uniform:1e9", "--widths", "16"],
-     "float32's range"),
+    (
+        "inputs-overflow",
+        SAMPLE,
+        ["--train", "{files}/scaled.npz", "--prior", "uniform:1e9", "--widths", "16"],
+        "float32's range",
+    ),
     # sample: data files
     ("train-missing", SAMPLE, ["--train", "{files}/missing.npz"], "does not exist"),
     ("train-corrupt", SAMPLE, ["--train", "{files}/corrupt.npz"], "cannot read"),
@@ -175,8 +206,12 @@ CASES = [
     ("run-config-unknown-key", RUN, ["--config", "{files}/unknown.toml"], "unknown setting"),
     ("run-config-seeds-huge", RUN, ["--config", "{files}/seeds_huge.toml"], "seeds"),
     ("run-out-cwd", RUN, ["--out", ".", "--overwrite"], "the current directory"),
-    ("run-out-holds-config", RUN, ["--out", "{files}", "--overwrite", "--config", "{files}/ok.toml"],
-     "holds the input"),
+    (
+        "run-out-holds-config",
+        RUN,
+        ["--out", "{files}", "--overwrite", "--config", "{files}/ok.toml"],
+        "holds the input",
+    ),
     ("run-out-foreign", RUN, ["--out", "{files}/foreign", "--overwrite"], "not written by typicalnets"),
     ("run-out-proc", RUN, ["--out", "/proc/typicalnets-test"], "cannot write output directory"),
     ("run-methods-unknown", RUN, ["--methods", "mcmc:fcn"], "SAMPLER:STUDENT"),
@@ -192,13 +227,16 @@ CASES = [
 if CUDA:  # "cuda" is only bad input where there is no CUDA device
     CASES = [case for case in CASES if case[0] != "device-cuda-7"]
 else:
-    CASES += [("device-cuda", SAMPLE, ["--device", "cuda"], "no CUDA device"),
-              ("run-device-cuda", RUN, ["--device", "cuda"], "no CUDA device")]
+    CASES += [
+        ("device-cuda", SAMPLE, ["--device", "cuda"], "no CUDA device"),
+        ("run-device-cuda", RUN, ["--device", "cuda"], "no CUDA device"),
+    ]
 
 
 def _fill(args: list[str], files: Path, out: Path) -> list[str]:
-    return [a.replace("{files}", str(files)).replace("{out}", str(out)).replace("{home}", str(Path.home()))
-            for a in args]
+    return [
+        a.replace("{files}", str(files)).replace("{out}", str(out)).replace("{home}", str(Path.home())) for a in args
+    ]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -271,21 +309,109 @@ def test_missing_parent_folders_are_removed_after_a_failure(files, tmp_path, cap
 
 # ------------------------------------------------------------------ random option values
 
-HUGE = st.sampled_from(["0", "-1", "-99999999999999999999", "99999999999999999999", "1e309", "nan", "inf", "-inf",
-                        "", " ", "x", "1,2", "0.5", "3", "1e-300", "ü", "--", "quantized:3", "cpu"])
-VALUES = st.one_of(HUGE, st.integers(-(10**25), 10**25).map(str), st.floats(allow_nan=True).map(repr),
-                   st.text(max_size=8))
-SAMPLE_OPTIONS = ["--arch", "--widths", "--activation", "--prior", "--sampler", "--count", "--seed", "--n",
-                  "--max-draws", "--time-limit", "--batch-size", "--kernel-size", "--stride", "--pool", "--depth",
-                  "--width-factor", "--head", "--engine", "--loss-bin", "--particles", "--repeats", "--block",
-                  "--max-moves", "--sgd-init", "--sgd-loss", "--sgd-lr", "--sgd-batch-size", "--sgd-max-steps",
-                  "--sgd-epochs", "--sgd-momentum", "--device"]
-RUN_OPTIONS = ["--seeds", "--input", "--in-dim", "--teacher-widths", "--student-widths", "--activation", "--prior",
-               "--n", "--n-test", "--count", "--methods", "--device", "--engine", "--label-noise", "--max-majority",
-               "--max-draws", "--time-limit", "--batch-size", "--smc-particles", "--smc-repeats", "--sgd-lr",
-               "--sgd-batch-size", "--sgd-max-steps", "--standardize", "--classes", "--lenet-width-factor"]
-BOUND_OPTIONS = ["--student-widths", "--teacher-widths", "--arch", "--in-dim", "--in-shape", "--kernel-size",
-                 "--stride", "--pool", "--prior", "--zero-prob", "--margin", "--n", "--delta", "--epsilon"]
+HUGE = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "-99999999999999999999",
+        "99999999999999999999",
+        "1e309",
+        "nan",
+        "inf",
+        "-inf",
+        "",
+        " ",
+        "x",
+        "1,2",
+        "0.5",
+        "3",
+        "1e-300",
+        "ü",
+        "--",
+        "quantized:3",
+        "cpu",
+    ]
+)
+VALUES = st.one_of(
+    HUGE, st.integers(-(10**25), 10**25).map(str), st.floats(allow_nan=True).map(repr), st.text(max_size=8)
+)
+SAMPLE_OPTIONS = [
+    "--arch",
+    "--widths",
+    "--activation",
+    "--prior",
+    "--sampler",
+    "--count",
+    "--seed",
+    "--n",
+    "--max-draws",
+    "--time-limit",
+    "--batch-size",
+    "--kernel-size",
+    "--stride",
+    "--pool",
+    "--depth",
+    "--width-factor",
+    "--head",
+    "--engine",
+    "--loss-bin",
+    "--particles",
+    "--repeats",
+    "--block",
+    "--max-moves",
+    "--sgd-init",
+    "--sgd-loss",
+    "--sgd-lr",
+    "--sgd-batch-size",
+    "--sgd-max-steps",
+    "--sgd-epochs",
+    "--sgd-momentum",
+    "--device",
+]
+RUN_OPTIONS = [
+    "--seeds",
+    "--input",
+    "--in-dim",
+    "--teacher-widths",
+    "--student-widths",
+    "--activation",
+    "--prior",
+    "--n",
+    "--n-test",
+    "--count",
+    "--methods",
+    "--device",
+    "--engine",
+    "--label-noise",
+    "--max-majority",
+    "--max-draws",
+    "--time-limit",
+    "--batch-size",
+    "--smc-particles",
+    "--smc-repeats",
+    "--sgd-lr",
+    "--sgd-batch-size",
+    "--sgd-max-steps",
+    "--standardize",
+    "--classes",
+    "--lenet-width-factor",
+]
+BOUND_OPTIONS = [
+    "--student-widths",
+    "--teacher-widths",
+    "--arch",
+    "--in-dim",
+    "--in-shape",
+    "--kernel-size",
+    "--stride",
+    "--pool",
+    "--prior",
+    "--zero-prob",
+    "--margin",
+    "--n",
+    "--delta",
+    "--epsilon",
+]
 # Every command also gets a time budget, so that no random value of another option can make it run long.
 BUDGET = {"sample": ["--time-limit", "3"], "run": ["--time-limit", "3", "--sgd-max-steps", "200"], "bound": []}
 
@@ -316,8 +442,20 @@ def fuzz_root(tmp_path_factory) -> Path:
 @given(option=st.sampled_from(SAMPLE_OPTIONS), value=VALUES)
 def test_random_sample_options_never_trace_back(option, value, fuzz_root, capsys):
     shutil.rmtree(fuzz_root / "out", ignore_errors=True)
-    base = ["sample", "--train", "{files}/good.npz", "--out", "{out}", "--no-progress", "--count", "2",
-            "--max-draws", "20000", "--widths", "4"]
+    base = [
+        "sample",
+        "--train",
+        "{files}/good.npz",
+        "--out",
+        "{out}",
+        "--no-progress",
+        "--count",
+        "2",
+        "--max-draws",
+        "20000",
+        "--widths",
+        "4",
+    ]
     _check_random_call("sample", base, option, value, fuzz_root, capsys)
 
 
@@ -335,6 +473,7 @@ def test_random_bound_options_never_trace_back(option, value, fuzz_root, capsys)
 
 
 # ------------------------------------------------------------------ every message has a fix
+
 
 def _literal_text(node: ast.AST) -> str | None:
     """The text of a string, f-string or concatenation of them, with {} for each placeholder."""

@@ -39,13 +39,42 @@ def run_cli(*args) -> int:
 
 def test_sample_gc_writes_the_contract(files, tmp_path, capsys):
     out = tmp_path / "gc"
-    code = run_cli("sample", "--train", files / "train.npz", "--test", files / "test.npz", "--arch", "fcn",
-                   "--widths", "8", "--prior", "quantized:3", "--sampler", "gc", "--count", 12, "--seed", 3,
-                   "--max-draws", 2_000_000, "--out", out, "--no-progress")
+    code = run_cli(
+        "sample",
+        "--train",
+        files / "train.npz",
+        "--test",
+        files / "test.npz",
+        "--arch",
+        "fcn",
+        "--widths",
+        "8",
+        "--prior",
+        "quantized:3",
+        "--sampler",
+        "gc",
+        "--count",
+        12,
+        "--seed",
+        3,
+        "--max-draws",
+        2_000_000,
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("sampler", "count", "draws", "acceptance_rate", "acceptance_ci", "seconds", "log_prob_interpolate",
-                "log_prob_interpolate_ci"):
+    for key in (
+        "sampler",
+        "count",
+        "draws",
+        "acceptance_rate",
+        "acceptance_ci",
+        "seconds",
+        "log_prob_interpolate",
+        "log_prob_interpolate_ci",
+    ):
         assert key in summary
     assert summary["sampler"] == "gc" and summary["count"] == 12
     low, high = summary["acceptance_ci"]
@@ -74,20 +103,66 @@ def test_sample_is_reproducible(files, tmp_path):
 
 
 def test_sample_sgd_and_cnn(files, tmp_path):
-    assert run_cli("sample", "--train", files / "train.npz", "--test", files / "test.npz", "--sampler", "sgd",
-                   "--count", 8, "--widths", "8", "--out", tmp_path / "sgd", "--no-progress") == 0
+    assert (
+        run_cli(
+            "sample",
+            "--train",
+            files / "train.npz",
+            "--test",
+            files / "test.npz",
+            "--sampler",
+            "sgd",
+            "--count",
+            8,
+            "--widths",
+            "8",
+            "--out",
+            tmp_path / "sgd",
+            "--no-progress",
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "sgd/networks.csv")
     assert len(table) == 8 and {"converged", "steps", "test_error"} <= set(table.columns)
     assert (table.loc[table["converged"], "train_error"] == 0).all()
-    assert run_cli("sample", "--train", files / "images.npz", "--arch", "scnn", "--widths", "2", "--kernel-size", 3,
-                   "--pool", 2, "--count", 3, "--out", tmp_path / "cnn", "--no-progress") == 0
+    assert (
+        run_cli(
+            "sample",
+            "--train",
+            files / "images.npz",
+            "--arch",
+            "scnn",
+            "--widths",
+            "2",
+            "--kernel-size",
+            3,
+            "--pool",
+            2,
+            "--count",
+            3,
+            "--out",
+            tmp_path / "cnn",
+            "--no-progress",
+        )
+        == 0
+    )
     assert Population.load(tmp_path / "cnn/population.pt").arch.name == "scnn"
 
 
 def test_nothing_accepted_is_one_line_with_upper_bound(tmp_path, capsys):
     np.savez(tmp_path / "clash.npz", x=np.ones((2, 3)), y=np.array([1, -1]))
-    code = run_cli("sample", "--train", tmp_path / "clash.npz", "--count", 3, "--max-draws", 5000,
-                   "--out", tmp_path / "none", "--no-progress")
+    code = run_cli(
+        "sample",
+        "--train",
+        tmp_path / "clash.npz",
+        "--count",
+        3,
+        "--max-draws",
+        5000,
+        "--out",
+        tmp_path / "none",
+        "--no-progress",
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert "no interpolator accepted in 5,000 draws" in err and "95% upper bound" in err
@@ -112,8 +187,10 @@ BAD_SAMPLE = {
     "missing file": (["--train", "{missing}"], "does not exist"),
     "corrupt file": (["--train", "{corrupt}"], "cannot read"),
     "unknown sampler": (["--sampler", "mcmc"], "unknown sampler"),
-    "smc count above particles": (["--sampler", "smc", "--count", "500", "--particles", "10", "--repeats", "2"],
-                                  "raise --particles"),
+    "smc count above particles": (
+        ["--sampler", "smc", "--count", "500", "--particles", "10", "--repeats", "2"],
+        "raise --particles",
+    ),
     "unknown option": (["--bogus"], "No such option"),
 }
 
@@ -121,8 +198,13 @@ BAD_SAMPLE = {
 @pytest.mark.parametrize("case", sorted(BAD_SAMPLE))
 def test_bad_sample_input_is_one_line_exit_2(case, files, tmp_path, capsys):
     extra, expected = BAD_SAMPLE[case]
-    paths = {"images": files / "images.npz", "three": files / "three.npz", "nan": files / "nan.npz",
-             "missing": files / "missing.npz", "corrupt": files / "corrupt.npz"}
+    paths = {
+        "images": files / "images.npz",
+        "three": files / "three.npz",
+        "nan": files / "nan.npz",
+        "missing": files / "missing.npz",
+        "corrupt": files / "corrupt.npz",
+    }
     extra = [a.format(**paths) for a in extra]
     args = ["sample", "--train", files / "train.npz", "--out", tmp_path / "out", "--no-progress"]
     if "--train" in extra:
@@ -146,8 +228,21 @@ def test_existing_results_are_refused_unless_overwrite(files, tmp_path, capsys):
     assert (out / "summary.json").read_text() != before
 
 
-SMALL_RUN = ["--n", "2,4", "--count", "5", "--in-dim", "3", "--student-widths", "4", "--n-test", "200",
-             "--sgd-max-steps", "500", "--no-progress"]
+SMALL_RUN = [
+    "--n",
+    "2,4",
+    "--count",
+    "5",
+    "--in-dim",
+    "3",
+    "--student-widths",
+    "4",
+    "--n-test",
+    "200",
+    "--sgd-max-steps",
+    "500",
+    "--no-progress",
+]
 
 
 def test_run_writes_rows_manifest_and_plot(tmp_path):
@@ -199,8 +294,12 @@ def test_bad_run_input_is_one_line_exit_2(case, tmp_path, capsys):
     (tmp_path / "bad_key.toml").write_text("bogus = 1\n")
     (tmp_path / "corrupt.toml").write_text("n = [\n")
     extra, expected = BAD_RUN[case]
-    extra = [a.format(bad_key=tmp_path / "bad_key.toml", corrupt=tmp_path / "corrupt.toml",
-                      missing=tmp_path / "missing.toml") for a in extra]
+    extra = [
+        a.format(
+            bad_key=tmp_path / "bad_key.toml", corrupt=tmp_path / "corrupt.toml", missing=tmp_path / "missing.toml"
+        )
+        for a in extra
+    ]
     code = run_cli("run", *extra, "--out", tmp_path / "out", "--no-progress")
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -213,17 +312,55 @@ def test_sample_lenet_with_each_engine(tmp_path, engine):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "img.npz", x=rng.normal(size=(4, 1, 16, 16)).astype(np.float32), y=np.array([0, 1, 0, 1]))
     out = tmp_path / engine
-    assert run_cli("sample", "--train", tmp_path / "img.npz", "--arch", "lenet", "--width-factor", "0.25",
-                   "--prior", "uniform:1.0", "--count", 3, "--engine", engine, "--loss-bin", "0,100",
-                   "--out", out, "--no-progress") == 0
+    assert (
+        run_cli(
+            "sample",
+            "--train",
+            tmp_path / "img.npz",
+            "--arch",
+            "lenet",
+            "--width-factor",
+            "0.25",
+            "--prior",
+            "uniform:1.0",
+            "--count",
+            3,
+            "--engine",
+            engine,
+            "--loss-bin",
+            "0,100",
+            "--out",
+            out,
+            "--no-progress",
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     expected_engine = {"fast": "native" if native.load() else "torch", "torch": "torch", "baseline": "baseline"}[engine]
     assert summary["engine"] == expected_engine and summary["count"] == 3 and summary["loss_bin"] == [0.0, 100.0]
     assert summary["draws_per_trial"] == (1 if engine == "baseline" else 2)  # two logits: mirrored pairs
     if engine == "fast":
         unpaired = tmp_path / "unpaired"
-        assert run_cli("sample", "--train", tmp_path / "img.npz", "--arch", "lenet", "--width-factor", "0.25",
-                       "--prior", "uniform:1.0", "--count", 3, "--no-mirror", "--out", unpaired, "--no-progress") == 0
+        assert (
+            run_cli(
+                "sample",
+                "--train",
+                tmp_path / "img.npz",
+                "--arch",
+                "lenet",
+                "--width-factor",
+                "0.25",
+                "--prior",
+                "uniform:1.0",
+                "--count",
+                3,
+                "--no-mirror",
+                "--out",
+                unpaired,
+                "--no-progress",
+            )
+            == 0
+        )
         assert json.loads((unpaired / "summary.json").read_text())["draws_per_trial"] == 1
     population = Population.load(out / "population.pt")
     assert population.arch.name == "lenet" and population.arch.layer_widths == (2, 4, 30, 21)
@@ -232,9 +369,29 @@ def test_sample_lenet_with_each_engine(tmp_path, engine):
 
 def test_sample_smc_writes_the_contract(files, tmp_path):
     out = tmp_path / "smc"
-    assert run_cli("sample", "--train", files / "train.npz", "--test", files / "test.npz", "--widths", "6",
-                   "--sampler", "smc", "--count", 30, "--particles", 100, "--repeats", 3, "--out", out,
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "sample",
+            "--train",
+            files / "train.npz",
+            "--test",
+            files / "test.npz",
+            "--widths",
+            "6",
+            "--sampler",
+            "smc",
+            "--count",
+            30,
+            "--particles",
+            100,
+            "--repeats",
+            3,
+            "--out",
+            out,
+            "--no-progress",
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sampler"] == "smc" and summary["count"] == 30 and summary["repeats"] == 3
     low, high = summary["log_prob_interpolate_ci"]
@@ -252,9 +409,33 @@ def test_sample_smc_writes_the_contract(files, tmp_path):
 
 def test_run_falls_back_to_smc_when_guess_and_check_runs_out(tmp_path):
     out = tmp_path / "fallback"
-    assert run_cli("run", "--n", "2,48", "--count", "10", "--in-dim", "3", "--student-widths", "4", "--n-test", "200",
-                   "--methods", "gc:fcn,smc:sfcn", "--max-draws", "3000", "--smc-particles", "50",
-                   "--smc-repeats", "2", "--out", out, "--no-progress") == 0
+    assert (
+        run_cli(
+            "run",
+            "--n",
+            "2,48",
+            "--count",
+            "10",
+            "--in-dim",
+            "3",
+            "--student-widths",
+            "4",
+            "--n-test",
+            "200",
+            "--methods",
+            "gc:fcn,smc:sfcn",
+            "--max-draws",
+            "3000",
+            "--smc-particles",
+            "50",
+            "--smc-repeats",
+            "2",
+            "--out",
+            out,
+            "--no-progress",
+        )
+        == 0
+    )
     rows = pd.read_csv(out / "results.csv")
     cells = pd.read_csv(out / "cells.csv").set_index(["method", "n"])
     assert cells.loc[("gc:fcn", 2), "sampler"] == "gc"  # cheap: G&C finishes within 3,000 draws
@@ -270,12 +451,46 @@ def test_run_with_an_explicit_teacher(tmp_path):
     teacher.params["w1"][0, 0] = torch.tensor([1.0, -1.0, 0.0])
     teacher.save(tmp_path / "teacher.pt")
     out = tmp_path / "explicit"
-    assert run_cli("run", "--teacher", tmp_path / "teacher.pt", "--in-dim", "3", "--student-widths", "4", "--n", "4",
-                   "--count", "5", "--n-test", "100", "--methods", "gc:fcn", "--out", out, "--no-progress") == 0
+    assert (
+        run_cli(
+            "run",
+            "--teacher",
+            tmp_path / "teacher.pt",
+            "--in-dim",
+            "3",
+            "--student-widths",
+            "4",
+            "--n",
+            "4",
+            "--count",
+            "5",
+            "--n-test",
+            "100",
+            "--methods",
+            "gc:fcn",
+            "--out",
+            out,
+            "--no-progress",
+        )
+        == 0
+    )
     saved = Population.load(out / "teacher-seed0.pt")
     assert all(torch.equal(saved.params[k], teacher.params[k]) for k in teacher.params)
     wide = Population.draw(FCN(3, (9,)), QuantizedUniform.evenly_spaced(3), 1, torch.Generator().manual_seed(4))
     wide.save(tmp_path / "wide.pt")
-    assert run_cli("run", "--teacher", tmp_path / "wide.pt", "--in-dim", "3", "--student-widths", "4",
-                   "--out", tmp_path / "refused", "--no-progress") == 2
+    assert (
+        run_cli(
+            "run",
+            "--teacher",
+            tmp_path / "wide.pt",
+            "--in-dim",
+            "3",
+            "--student-widths",
+            "4",
+            "--out",
+            tmp_path / "refused",
+            "--no-progress",
+        )
+        == 2
+    )
     assert not (tmp_path / "refused").exists()

@@ -32,7 +32,12 @@ def test_json_fcn_with_n_and_epsilon(capsys):
     assert report["epsilon"] == pytest.approx((report["c_tilde"] + math.log(100)) / 1000)
     assert report["n_required"] == math.ceil((report["c_tilde"] + math.log(100)) / 0.1)
     assert report["target_epsilon"] == 0.1 and report["n"] == 1000 and report["delta"] == 0.01
-    assert (report["arch"], report["in_dim"], report["teacher_widths"], report["student_widths"]) == ("fcn", 4, [2], [16])
+    assert (report["arch"], report["in_dim"], report["teacher_widths"], report["student_widths"]) == (
+        "fcn",
+        4,
+        [2],
+        [16],
+    )
     assert report["prior"] == "quantized:3" and report["q"] == 3 and report["zero_prob"] == pytest.approx(1 / 3)
     assert report["variant"] == "worst-case" and report["placements_used"] is False
     assert report["terms"]["teacher_params"] == pytest.approx(13 * math.log(3))
@@ -46,8 +51,22 @@ def test_json_without_n_or_epsilon_has_neither(capsys):
 
 
 def test_json_scaled_and_zero_probability(capsys):
-    report = run_json(capsys, "bound", "--arch", "sfcn", "--in-dim", "4", "--teacher-widths", "2,2",
-                      "--student-widths", "16,8", "--prior", "quantized:5", "--zero-prob", "0.5")
+    report = run_json(
+        capsys,
+        "bound",
+        "--arch",
+        "sfcn",
+        "--in-dim",
+        "4",
+        "--teacher-widths",
+        "2,2",
+        "--student-widths",
+        "16,8",
+        "--prior",
+        "quantized:5",
+        "--zero-prob",
+        "0.5",
+    )
     expected = c_tilde_fcn(4, (2, 2), (16, 8), 5, zero_prob=0.5, scaled=True)
     assert report["c_tilde"] == pytest.approx(expected.nats)
     p_min = min(0.5, 0.5 / 4)
@@ -57,8 +76,22 @@ def test_json_scaled_and_zero_probability(capsys):
 
 @pytest.mark.parametrize("arch", ["cnn", "scnn"])
 def test_json_cnn_families(capsys, arch):
-    report = run_json(capsys, "bound", "--arch", arch, "--in-shape", "1,8,8", "--teacher-widths", "2,3",
-                      "--student-widths", "8,8", "--kernel-size", "3", "--pool", "2,1")
+    report = run_json(
+        capsys,
+        "bound",
+        "--arch",
+        arch,
+        "--in-shape",
+        "1,8,8",
+        "--teacher-widths",
+        "2,3",
+        "--student-widths",
+        "8,8",
+        "--kernel-size",
+        "3",
+        "--pool",
+        "2,1",
+    )
     expected = c_tilde_cnn((1, 8, 8), (2, 3), (8, 8), 3, q=3, pool=(2, 1), scaled=arch == "scnn")
     assert report["c_tilde"] == pytest.approx(expected.nats)
     assert report["in_shape"] == [1, 8, 8] and report["kernel_size"] == [3, 3] and report["pool"] == [2, 1]
@@ -67,8 +100,12 @@ def test_json_cnn_families(capsys, arch):
 
 def test_teacher_file_uses_its_weights_and_placements(capsys, tmp_path):
     arch = FCN(3, (2,))
-    params = {"w1": torch.tensor([[[1.0, 0, -1], [0, 1, 1]]]), "b1": torch.tensor([[0.0, 1]]),
-              "w2": torch.tensor([[[1.0, -1]]]), "b2": torch.tensor([[0.0]])}
+    params = {
+        "w1": torch.tensor([[[1.0, 0, -1], [0, 1, 1]]]),
+        "b1": torch.tensor([[0.0, 1]]),
+        "w2": torch.tensor([[[1.0, -1]]]),
+        "b2": torch.tensor([[0.0]]),
+    }
     teacher = Population(arch, QuantizedUniform.evenly_spaced(3), params)
     teacher.save(tmp_path / "teacher.pt")
     args = ["bound", "--arch", "fcn", "--student-widths", "6", "--teacher", tmp_path / "teacher.pt"]
@@ -91,8 +128,20 @@ def test_forced_placements_without_teacher_are_assumed(capsys):
 
 @pytest.mark.parametrize("prior", ["gaussian:1.0", "uniform:0.5"])
 def test_continuous_prior_with_margin(capsys, prior):
-    report = run_json(capsys, *FCN_ARGS[:-4], "--teacher-widths", "2", "--student-widths", "8", "--prior", prior,
-                      "--margin", "0.1", "--n", 500)
+    report = run_json(
+        capsys,
+        *FCN_ARGS[:-4],
+        "--teacher-widths",
+        "2",
+        "--student-widths",
+        "8",
+        "--prior",
+        prior,
+        "--margin",
+        "0.1",
+        "--n",
+        500,
+    )
     assert report["variant"] == "margin" and report["margin"] == 0.1 and report["notes"]
     if prior.startswith("gaussian"):
         assert report["c_tilde"] == pytest.approx(c_tilde_margin(FCN(4, (2,)), FCN(4, (8,)), Gaussian(1.0), 0.1).nats)
@@ -125,22 +174,32 @@ BAD = {  # arguments after `bound`, and what the error must say
     "uniform without margin": ([*FCN_ARGS[1:], "--prior", "uniform:1"], "--margin"),
     "margin out of range": ([*FCN_ARGS[1:], "--prior", "gaussian:1", "--margin", "3"], "(0, pi/2]"),
     "margin with quantized": ([*FCN_ARGS[1:], "--margin", "0.1"], "continuous priors"),
-    "zero-prob with gaussian": ([*FCN_ARGS[1:], "--prior", "gaussian:1", "--margin", "0.1", "--zero-prob", "0.5"],
-                                "quantized priors"),
+    "zero-prob with gaussian": (
+        [*FCN_ARGS[1:], "--prior", "gaussian:1", "--margin", "0.1", "--zero-prob", "0.5"],
+        "quantized priors",
+    ),
     "bad delta": ([*FCN_ARGS[1:], "--delta", "1"], "delta"),
     "bad epsilon": ([*FCN_ARGS[1:], "--epsilon", "0"], "epsilon"),
     "bad n": ([*FCN_ARGS[1:], "--n", "0"], "positive integer"),
     "plot suffix": ([*FCN_ARGS[1:], "--plot", "{tmp}/eps.txt"], ".png"),
     "plot folder": ([*FCN_ARGS[1:], "--plot", "{tmp}/missing/eps.png"], "does not exist"),
-    "unknown arch": (["--arch", "diag", "--in-dim", "4", "--teacher-widths", "2", "--student-widths", "4"],
-                     "no C~ bound"),
+    "unknown arch": (
+        ["--arch", "diag", "--in-dim", "4", "--teacher-widths", "2", "--student-widths", "4"],
+        "no C~ bound",
+    ),
     "in-shape for fcn": ([*FCN_ARGS[1:], "--in-shape", "1,4"], "--in-shape is for cnn"),
-    "in-dim for cnn": (["--arch", "cnn", "--in-dim", "4", "--teacher-widths", "2", "--student-widths", "4"],
-                       "--in-dim is for fcn"),
-    "cnn without in-shape": (["--arch", "cnn", "--teacher-widths", "2", "--student-widths", "4"],
-                             "--in-shape is missing"),
-    "kernel too big": (["--arch", "cnn", "--in-shape", "1,4", "--kernel-size", "5", "--teacher-widths", "1",
-                        "--student-widths", "2"], "does not fit"),
+    "in-dim for cnn": (
+        ["--arch", "cnn", "--in-dim", "4", "--teacher-widths", "2", "--student-widths", "4"],
+        "--in-dim is for fcn",
+    ),
+    "cnn without in-shape": (
+        ["--arch", "cnn", "--teacher-widths", "2", "--student-widths", "4"],
+        "--in-shape is missing",
+    ),
+    "kernel too big": (
+        ["--arch", "cnn", "--in-shape", "1,4", "--kernel-size", "5", "--teacher-widths", "1", "--student-widths", "2"],
+        "does not fit",
+    ),
     "infeasible placements": ([*FCN_REST, "--teacher-widths", "3", "--placements"], "no teacher with 3 levels"),
     "missing teacher file": ([*FCN_REST, "--teacher", "{tmp}/none.pt"], "does not exist"),
 }

@@ -238,7 +238,8 @@ def test_every_message_in_data_py_is_problem_then_fix():
     messages = [
         node.exc.args[0]
         for node in ast.walk(tree)
-        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+        if isinstance(node, ast.Raise)
+        and isinstance(node.exc, ast.Call)
         and getattr(node.exc.func, "id", None) == "TypicalnetsError"
     ]
     assert messages

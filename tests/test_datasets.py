@@ -118,7 +118,18 @@ GOOD_IDX = idx_bytes(np.arange(12).reshape(3, 4))
         gzip.compress(b"\x00\x00\x08\x03" + GOOD_IDX[4:]),  # gzip of a header that lies about the size
     ],
     ids=[
-        "empty", "short", "magic", "text", "type", "0-d", "cut-header", "truncated", "extra", "cut-gz", "bad-gz", "gz-lies",
+        "empty",
+        "short",
+        "magic",
+        "text",
+        "type",
+        "0-d",
+        "cut-header",
+        "truncated",
+        "extra",
+        "cut-gz",
+        "bad-gz",
+        "gz-lies",
     ],
 )
 def test_read_idx_rejects_corrupt_files(tmp_path, raw):
@@ -258,13 +269,17 @@ def test_fashion_mnist_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "FASHION_MNIST_DIR", tmp_path / "absent")
     one_line_error(
         lambda: load_binary_task("fashion-mnist", (0, 1), 3),
-        "Fashion-MNIST not found", str(tmp_path / "absent"), "apt install dataset-fashion-mnist", "--data-dir",
+        "Fashion-MNIST not found",
+        str(tmp_path / "absent"),
+        "apt install dataset-fashion-mnist",
+        "--data-dir",
     )
     write_mnist_dir(tmp_path / "partial")
     (tmp_path / "partial" / "t10k-images-idx3-ubyte.gz").unlink()
     one_line_error(
         lambda: load_binary_task("fashion-mnist", (0, 1), 3, data_dir=tmp_path / "partial"),
-        "t10k-images-idx3-ubyte", "github.com/zalandoresearch",
+        "t10k-images-idx3-ubyte",
+        "github.com/zalandoresearch",
     )
 
 
@@ -467,7 +482,16 @@ def test_npz_binary_labels_need_no_classes(tmp_path, labels):
         dict(x=np.zeros((4, 2)), y=np.arange(4), x_test=np.zeros((2, 3)), y_test=np.arange(2)),
     ],
     ids=[
-        "no-y", "x-test-alone", "str-labels", "half-label", "2d-labels", "1d-x", "lengths", "nan", "str-x", "test-shape",
+        "no-y",
+        "x-test-alone",
+        "str-labels",
+        "half-label",
+        "2d-labels",
+        "1d-x",
+        "lengths",
+        "nan",
+        "str-x",
+        "test-shape",
     ],
 )
 def test_npz_errors(tmp_path, arrays):
@@ -501,8 +525,16 @@ def test_csv(tmp_path, text, x0):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "a,b,label\n", "1,2,0\n3,4\n", "1,2,cat\n3,4,dog\n", "x,label\n1,cat\n2,dog\n", "1,2,0.5\n3,4,1\n", "0\n1\n",
-     "1,nan,0\n3,4,1\n"],
+    [
+        "",
+        "a,b,label\n",
+        "1,2,0\n3,4\n",
+        "1,2,cat\n3,4,dog\n",
+        "x,label\n1,cat\n2,dog\n",
+        "1,2,0.5\n3,4,1\n",
+        "0\n1\n",
+        "1,nan,0\n3,4,1\n",
+    ],
     ids=["empty", "header-only", "ragged", "str-labels", "str-labels-header", "half-label", "one-column", "nan"],
 )
 def test_csv_errors(tmp_path, text):

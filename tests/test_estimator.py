@@ -26,14 +26,23 @@ from typicalnets.nets import Population
 # width 8 that interpolate them are rare. The checks below need such a fit and fail with the
 # RuntimeError that an exhausted budget raises; the sgd configuration passes every check.
 NEEDS_A_HARD_FIT = (
-    "check_fit_score_takes_y", "check_n_features_in_after_fitting", "check_estimators_dtypes", "check_dtype_object",
-    "check_classifiers_train", "check_supervised_y_2d", "check_decision_proba_consistency", "check_fit_idempotent",
-    "check_fit_check_is_fitted", "check_n_features_in",
+    "check_fit_score_takes_y",
+    "check_n_features_in_after_fitting",
+    "check_estimators_dtypes",
+    "check_dtype_object",
+    "check_classifiers_train",
+    "check_supervised_y_2d",
+    "check_decision_proba_consistency",
+    "check_fit_idempotent",
+    "check_fit_check_is_fitted",
+    "check_n_features_in",
 )
 EXPECTED_FAILURES = {
     "sgd": {},
-    "gc": dict.fromkeys(NEEDS_A_HARD_FIT + ("check_estimators_nan_inf",),
-                        "G&C accepts none of 65,536 draws on the check's random or overlapping examples"),
+    "gc": dict.fromkeys(
+        NEEDS_A_HARD_FIT + ("check_estimators_nan_inf",),
+        "G&C accepts none of 65,536 draws on the check's random or overlapping examples",
+    ),
     "smc": dict.fromkeys(NEEDS_A_HARD_FIT, "all 256 SMC particles die on the check's random or overlapping examples"),
 }
 # Seeded: with random_state=None each fit draws a fresh seed, and whether SMC interpolates a check's
@@ -55,8 +64,14 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("estimator, name", [pytest.param(estimator, name, id=f"{estimator.sampler}-{name}")
-                                             for estimator in CHECKED for name in EXPECTED_FAILURES[estimator.sampler]])
+@pytest.mark.parametrize(
+    "estimator, name",
+    [
+        pytest.param(estimator, name, id=f"{estimator.sampler}-{name}")
+        for estimator in CHECKED
+        for name in EXPECTED_FAILURES[estimator.sampler]
+    ],
+)
 def test_expected_check_failures_are_exhausted_budgets(estimator, name):
     """Each expected failure fails for the reason given: the sampler found no interpolator."""
     with pytest.raises(RuntimeError, match="found no interpolator|lost every particle"):
@@ -77,12 +92,18 @@ def training_mistakes(classifier: TypicalInterpolatorClassifier, X: np.ndarray, 
     return classifier.population_.mistakes(torch.from_numpy(X.astype(np.float32)), signs).numpy()
 
 
-@given(seed=st.integers(0, 10_000), n=st.integers(2, 12), n_networks=st.integers(1, 4),
-       sampler=st.sampled_from(["gc", "smc"]), prior=st.sampled_from(["quantized:3", "uniform:1", "gaussian:1"]))
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 12),
+    n_networks=st.integers(1, 4),
+    sampler=st.sampled_from(["gc", "smc"]),
+    prior=st.sampled_from(["quantized:3", "uniform:1", "gaussian:1"]),
+)
 def test_every_gc_and_smc_member_interpolates(seed, n, n_networks, sampler, prior):
     X, y = linear_task(n, seed)
-    classifier = TypicalInterpolatorClassifier(widths=(4,), prior=prior, sampler=sampler, n_networks=n_networks,
-                                               particles=100, random_state=seed).fit(X, y)
+    classifier = TypicalInterpolatorClassifier(
+        widths=(4,), prior=prior, sampler=sampler, n_networks=n_networks, particles=100, random_state=seed
+    ).fit(X, y)
     assert len(classifier.population_) == n_networks
     assert (training_mistakes(classifier, X, y) == 0).all()
     assert classifier.interpolates_.all()
@@ -91,8 +112,7 @@ def test_every_gc_and_smc_member_interpolates(seed, n, n_networks, sampler, prio
 
 def test_pipeline_and_cross_val_score_with_guess_and_check():
     X, y = linear_task(36, seed=3)
-    pipeline = make_pipeline(StandardScaler(), TypicalInterpolatorClassifier(widths=(4,), n_networks=5,
-                                                                             random_state=0))
+    pipeline = make_pipeline(StandardScaler(), TypicalInterpolatorClassifier(widths=(4,), n_networks=5, random_state=0))
     scores = cross_val_score(pipeline, X, y, cv=3, error_score="raise")
     assert scores.mean() > 0.7  # 24 examples of a halfspace: typical interpolators generalize
     assert pipeline.fit(X, y).score(X, y) == 1.0
@@ -103,15 +123,17 @@ def test_same_random_state_gives_the_same_networks(sampler):
     X, y = linear_task(10, seed=2)
 
     def fit(state):
-        return TypicalInterpolatorClassifier(widths=(4,), sampler=sampler, n_networks=3, particles=50,
-                                             sgd_max_steps=2000, random_state=state).fit(X, y)
+        return TypicalInterpolatorClassifier(
+            widths=(4,), sampler=sampler, n_networks=3, particles=50, sgd_max_steps=2000, random_state=state
+        ).fit(X, y)
 
     first, again, from_instance, other = fit(0), fit(0), fit(np.random.RandomState(0)), fit(1)
     for name, value in first.population_.params.items():
         assert torch.equal(value, again.population_.params[name])
         assert torch.equal(value, from_instance.population_.params[name])
-    assert any(not torch.equal(value, other.population_.params[name])
-               for name, value in first.population_.params.items())
+    assert any(
+        not torch.equal(value, other.population_.params[name]) for name, value in first.population_.params.items()
+    )
 
 
 def test_predict_proba_is_the_vote_share():
@@ -133,8 +155,12 @@ def test_majority_vote_on_constructed_networks():
     classifier = TypicalInterpolatorClassifier(widths=(1,), random_state=0).fit(X, np.array([0, 1, 1, 1]))
     # relu(x) - 1, relu(-x) - 1 and relu(x): votes at x = -2, 0.5, 2, 1 are
     # (-1, +1, 0), (-1, -1, +1), (+1, -1, +1), (0, -1, +1); a 0 is an abstention.
-    params = {"w1": torch.tensor([[[1.0]], [[-1.0]], [[1.0]]]), "b1": torch.zeros(3, 1),
-              "w2": torch.ones(3, 1, 1), "b2": torch.tensor([[-1.0], [-1.0], [0.0]])}
+    params = {
+        "w1": torch.tensor([[[1.0]], [[-1.0]], [[1.0]]]),
+        "b1": torch.zeros(3, 1),
+        "w2": torch.ones(3, 1, 1),
+        "b2": torch.tensor([[-1.0], [-1.0], [0.0]]),
+    }
     classifier.population_ = Population(classifier.arch_, classifier.prior_, params)
     np.testing.assert_allclose(classifier.decision_function(X), [0.0, -1 / 3, 1 / 3, 0.0])
     np.testing.assert_allclose(classifier.predict_proba(X), [[0.5, 0.5], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [0.5, 0.5]])
@@ -160,31 +186,34 @@ def test_one_class_is_refused():
 X_SMALL, Y_SMALL = linear_task(6, seed=5)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"sampler": "mcmc"}, "unknown sampler 'mcmc'"),
-    ({"n_networks": 0}, "n_networks must be a positive integer, got 0"),
-    ({"n_networks": 2.5}, "n_networks must be a positive integer"),
-    ({"max_draws": 0}, "max_draws must be a positive integer or None"),
-    ({"time_limit": -1.0}, "time_limit must be a positive number of seconds or None"),
-    ({"widths": (0,)}, r"widths must be a positive integer or a tuple"),
-    ({"widths": "16"}, r"widths must be a positive integer or a tuple"),
-    ({"arch": "rnn"}, "unknown architecture 'rnn'"),
-    ({"activation": "gelu"}, "unknown activation 'gelu'"),
-    ({"prior": "laplace:1"}, "unknown prior 'laplace:1'"),
-    ({"prior": 3}, "prior must be a string"),
-    ({"engine": "warp"}, "unknown engine 'warp'"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"sampler": "smc", "n_networks": 20, "particles": 10}, "n_networks=20 exceeds particles=10"),
-    ({"sampler": "smc", "particles": 1}, "SMC needs particles >= 2"),
-    ({"sampler": "sgd", "sgd_lr": 0.0}, "learning rate must be > 0"),
-    ({"sampler": "sgd", "sgd_init": "zeros"}, "unknown init 'zeros'"),
-    ({"sampler": "sgd", "sgd_max_steps": 0}, "sgd_max_steps must be a positive integer"),
-    ({"arch": "cnn"}, r"arch='cnn' needs input_shape"),
-    ({"input_shape": (1, 3, 3)}, r"input_shape \(1, 3, 3\) holds 9 values but X has 2 features"),
-    ({"input_shape": (2, -1)}, "input_shape must be None or a tuple of positive integers"),
-    ({"arch_options": {"kernel": 3}}, "arch_options must be None or a dict with keys among kernel_size"),
-    ({"device": "tpu"}, "device 'tpu' is not a device; use cpu or cuda"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"sampler": "mcmc"}, "unknown sampler 'mcmc'"),
+        ({"n_networks": 0}, "n_networks must be a positive integer, got 0"),
+        ({"n_networks": 2.5}, "n_networks must be a positive integer"),
+        ({"max_draws": 0}, "max_draws must be a positive integer or None"),
+        ({"time_limit": -1.0}, "time_limit must be a positive number of seconds or None"),
+        ({"widths": (0,)}, r"widths must be a positive integer or a tuple"),
+        ({"widths": "16"}, r"widths must be a positive integer or a tuple"),
+        ({"arch": "rnn"}, "unknown architecture 'rnn'"),
+        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"prior": "laplace:1"}, "unknown prior 'laplace:1'"),
+        ({"prior": 3}, "prior must be a string"),
+        ({"engine": "warp"}, "unknown engine 'warp'"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"sampler": "smc", "n_networks": 20, "particles": 10}, "n_networks=20 exceeds particles=10"),
+        ({"sampler": "smc", "particles": 1}, "SMC needs particles >= 2"),
+        ({"sampler": "sgd", "sgd_lr": 0.0}, "learning rate must be > 0"),
+        ({"sampler": "sgd", "sgd_init": "zeros"}, "unknown init 'zeros'"),
+        ({"sampler": "sgd", "sgd_max_steps": 0}, "sgd_max_steps must be a positive integer"),
+        ({"arch": "cnn"}, r"arch='cnn' needs input_shape"),
+        ({"input_shape": (1, 3, 3)}, r"input_shape \(1, 3, 3\) holds 9 values but X has 2 features"),
+        ({"input_shape": (2, -1)}, "input_shape must be None or a tuple of positive integers"),
+        ({"arch_options": {"kernel": 3}}, "arch_options must be None or a dict with keys among kernel_size"),
+        ({"device": "tpu"}, "device 'tpu' is not a device; use cpu or cuda"),
+    ],
+)
 def test_bad_hyperparameters_fail_in_fit_with_a_clear_message(params, message):
     classifier = TypicalInterpolatorClassifier(**params)  # __init__ only stores them
     with pytest.raises(ValueError, match=message):
@@ -201,8 +230,10 @@ def test_guess_and_check_keeps_a_partial_ensemble_with_a_warning():
     assert (training_mistakes(classifier, X, y) == 0).all()
 
 
-GC_FOUND_NONE = (r"found no interpolator of the 2 training examples in 1,000 draws \(max draws reached\); "
-                 "raise max_draws")
+GC_FOUND_NONE = (
+    r"found no interpolator of the 2 training examples in 1,000 draws \(max draws reached\); "
+    "raise max_draws"
+)
 
 
 @pytest.mark.parametrize("sampler, message", [("gc", GC_FOUND_NONE), ("smc", "SMC lost every particle")])
@@ -225,9 +256,15 @@ def test_images_through_input_shape():
     rs = np.random.RandomState(7)
     images = rs.normal(size=(6, 1, 4, 4))
     y = np.where(images[:, 0, :2].sum(axis=(1, 2)) > images[:, 0, 2:].sum(axis=(1, 2)), 1, 0)
-    classifier = TypicalInterpolatorClassifier(arch="cnn", widths=(2,), input_shape=(1, 4, 4), sampler="sgd",
-                                               arch_options={"kernel_size": 3}, sgd_max_steps=2000,
-                                               random_state=0).fit(images.reshape(6, -1), y)
+    classifier = TypicalInterpolatorClassifier(
+        arch="cnn",
+        widths=(2,),
+        input_shape=(1, 4, 4),
+        sampler="sgd",
+        arch_options={"kernel_size": 3},
+        sgd_max_steps=2000,
+        random_state=0,
+    ).fit(images.reshape(6, -1), y)
     assert classifier.arch_.input_shape == (1, 4, 4)
     assert classifier.interpolates_.all() and classifier.score(images.reshape(6, -1), y) == 1.0
 

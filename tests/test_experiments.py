@@ -29,11 +29,14 @@ def run_cli(*args) -> int:
     return main([str(a) for a in args])
 
 
-@pytest.mark.parametrize("method, expected", [
-    ("gc:fcn", ("gc", "fcn", "")),
-    ("smc:sfcn:32x32", ("smc", "sfcn", "32x32")),
-    ("sgd:lenet:0.5", ("sgd", "lenet", "0.5")),
-])
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("gc:fcn", ("gc", "fcn", "")),
+        ("smc:sfcn:32x32", ("smc", "sfcn", "32x32")),
+        ("sgd:lenet:0.5", ("sgd", "lenet", "0.5")),
+    ],
+)
 def test_parse_method(method, expected):
     assert parse_method(method) == expected
 
@@ -58,22 +61,33 @@ def test_student_shapes_sweep_width_and_depth():
     assert isinstance(flat, FCN) and flat.in_dim == 64
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"methods": "gc:lenet"}, "lenet students need image inputs"),
-    ({"classes": "0,1"}, "apply only with a dataset"),
-    ({"dataset": "digits", "classes": "0"}, "pair"),
-    ({"dataset": "digits", "standardize": "minmax"}, "standardisation"),
-    ({"methods": "gc:fcn:1"}, "narrower"),
-    ({"methods": "gc:fcn:8x8"}, "one entry per student layer"),  # a deeper student needs a deeper teacher
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"methods": "gc:lenet"}, "lenet students need image inputs"),
+        ({"classes": "0,1"}, "apply only with a dataset"),
+        ({"dataset": "digits", "classes": "0"}, "pair"),
+        ({"dataset": "digits", "standardize": "minmax"}, "standardisation"),
+        ({"methods": "gc:fcn:1"}, "narrower"),
+        ({"methods": "gc:fcn:8x8"}, "one entry per student layer"),  # a deeper student needs a deeper teacher
+    ],
+)
 def test_bad_configs_are_one_line(values, message):
     with pytest.raises(TypicalnetsError, match=message):
         RunConfig.build(values)
 
 
 def test_digits_cells_use_every_test_example_of_the_pair():
-    config = RunConfig.build({"dataset": "digits", "classes": "3,8", "n": "4,6", "count": 5,
-                              "methods": "gc:fcn:8,sgd:fcn:8", "prior": "uniform:1"})
+    config = RunConfig.build(
+        {
+            "dataset": "digits",
+            "classes": "3,8",
+            "n": "4,6",
+            "count": 5,
+            "methods": "gc:fcn:8,sgd:fcn:8",
+            "prior": "uniform:1",
+        }
+    )
     task = build_task(config, 0)
     assert task.teacher is None and task.train.n == 6 and task.train.input_shape == (1, 8, 8)
     assert task.train.y[:4].tolist() == [1, -1, 1, -1]
@@ -87,16 +101,37 @@ def test_digits_cells_use_every_test_example_of_the_pair():
 
 def test_run_on_a_dataset_writes_accuracy_intervals(tmp_path):
     out = tmp_path / "digits"
-    code = run_cli("run", "--dataset", "digits", "--classes", "0,1", "--n", "2,4", "--count", "8",
-                   "--methods", "gc:fcn:8,sgd:fcn:8", "--prior", "uniform:1", "--out", out, "--no-progress")
+    code = run_cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--classes",
+        "0,1",
+        "--n",
+        "2,4",
+        "--count",
+        "8",
+        "--methods",
+        "gc:fcn:8,sgd:fcn:8",
+        "--prior",
+        "uniform:1",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert code == 0
     accuracy = pd.read_csv(out / "accuracy.csv")
     assert len(accuracy) == 4 and (accuracy["networks"] == 8).all()
     assert (accuracy["accuracy_ci_low"] <= accuracy["accuracy_mean"]).all()
     assert (accuracy["accuracy_mean"] <= accuracy["accuracy_ci_high"]).all()
     results = pd.read_csv(out / "results.csv")
-    assert math.isclose(accuracy["accuracy_mean"].iloc[0],
-                        1 - results[(results["method"] == accuracy["method"].iloc[0]) & (results["n"] == accuracy["n"].iloc[0])]["test_error"].mean())
+    assert math.isclose(
+        accuracy["accuracy_mean"].iloc[0],
+        1
+        - results[(results["method"] == accuracy["method"].iloc[0]) & (results["n"] == accuracy["n"].iloc[0])][
+            "test_error"
+        ].mean(),
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["data"]["0"]["source"] == "digits" and manifest["c_tilde"] == {"0": {}}
     assert (out / "test_accuracy_vs_n.png").is_file() and not (out / "teacher-seed0.pt").exists()
@@ -104,16 +139,34 @@ def test_run_on_a_dataset_writes_accuracy_intervals(tmp_path):
 
 def test_a_student_that_does_not_fit_the_data_fails_before_any_work(tmp_path, capsys):
     out = tmp_path / "lenet"
-    code = run_cli("run", "--dataset", "digits", "--classes", "0,1", "--n", "2", "--methods", "gc:lenet",
-                   "--prior", "uniform:1", "--out", out, "--no-progress")
+    code = run_cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--classes",
+        "0,1",
+        "--n",
+        "2",
+        "--methods",
+        "gc:lenet",
+        "--prior",
+        "uniform:1",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert code == 2 and not out.exists()
     assert "16x16" in capsys.readouterr().err
 
 
 def test_teacher_student_run_reports_c_tilde_and_the_volume_plot(tmp_path):
     out = tmp_path / "ts"
-    assert run_cli("run", "--n", "4,8", "--count", "10", "--methods", "gc:fcn,gc:sfcn,sgd:fcn", "--out", out,
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "run", "--n", "4,8", "--count", "10", "--methods", "gc:fcn,gc:sfcn,sgd:fcn", "--out", out, "--no-progress"
+        )
+        == 0
+    )
     cells = pd.read_csv(out / "cells.csv")
     bounded = cells[cells["method"] != "sgd:fcn"]
     assert bounded["c_tilde"].notna().all() and cells[cells["method"] == "sgd:fcn"]["c_tilde"].isna().all()
@@ -129,8 +182,14 @@ def test_no_bound_under_label_noise():
 
 
 def test_volume_violations_flags_only_measurements_above_c_tilde_beyond_the_interval():
-    cells = pd.DataFrame({"method": ["gc:fcn"] * 3, "n": [4, 8, 16],
-                          "log_prob_interpolate": [-3.0, -9.0, -12.0], "log_prob_ci_high": [-2.5, -8.5, -11.0]})
+    cells = pd.DataFrame(
+        {
+            "method": ["gc:fcn"] * 3,
+            "n": [4, 8, 16],
+            "log_prob_interpolate": [-3.0, -9.0, -12.0],
+            "log_prob_ci_high": [-2.5, -8.5, -11.0],
+        }
+    )
     flagged = volume_violations(cells, {"gc:fcn": 10.0})
     assert flagged["n"].tolist() == [16]  # -ln P >= 11 > 10; at n = 8 the interval reaches 8.5 <= 10
     assert volume_violations(cells, {}).empty
@@ -143,11 +202,21 @@ def test_sgd_without_stop_trains_every_network_for_the_whole_budget():
     gen = torch.Generator().manual_seed(0)
     stopped = train_sgd(arch, Uniform(1.0), data, 6, gen, lr=0.5, max_steps=200, progress=False)
     assert stopped.converged.all() and stopped.stop_reason == "converged" and stopped.step_count < 200
-    full = train_sgd(arch, Uniform(1.0), data, 6, torch.Generator().manual_seed(0), lr=0.5, epochs=200,
-                     stop_at_zero=False, progress=False)
+    full = train_sgd(
+        arch,
+        Uniform(1.0),
+        data,
+        6,
+        torch.Generator().manual_seed(0),
+        lr=0.5,
+        epochs=200,
+        stop_at_zero=False,
+        progress=False,
+    )
     assert full.step_count == 200 and (full.steps == 200).all() and full.converged.all()
-    batched = train_sgd(arch, Uniform(1.0), data, 2, gen, lr=0.5, batch_size=2, epochs=3, stop_at_zero=False,
-                        progress=False)
+    batched = train_sgd(
+        arch, Uniform(1.0), data, 2, gen, lr=0.5, batch_size=2, epochs=3, stop_at_zero=False, progress=False
+    )
     assert batched.step_count == 6  # 3 epochs of 2 mini-batches
 
 

@@ -40,11 +40,15 @@ needs_kernel = pytest.mark.skipif(KERNEL is None, reason="no C compiler: the nat
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 ARCHS = [
-    FCN(5, (6,)), FCN(5, (6, 4), scaled=True, activation="tanh"), FCN(5, (4,), activation="sign", bias=False),
+    FCN(5, (6,)),
+    FCN(5, (6, 4), scaled=True, activation="tanh"),
+    FCN(5, (4,), activation="sign", bias=False),
     FCN(5, (5,), activation="leaky-relu", scaled=True),
     CNN((2, 9), (3, 2), kernel_size=(3, 2), stride=(1, 2), pool=(2, 1)),
-    CNN((1, 8, 8), (2, 3), kernel_size=3, pool=(2, 1), scaled=True), CNN((1, 7, 7), (2,), kernel_size=2, stride=2),
-    LeNet.with_width_factor(0.25), LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
+    CNN((1, 8, 8), (2, 3), kernel_size=3, pool=(2, 1), scaled=True),
+    CNN((1, 7, 7), (2,), kernel_size=2, stride=2),
+    LeNet.with_width_factor(0.25),
+    LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
     LeNet.with_width_factor(0.5, (3, 32, 32)),
     DiagonalLinear(5, 3),
 ]
@@ -67,13 +71,20 @@ def task(arch, n: int, seed: int) -> Dataset:
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(arch=st.sampled_from(ARCHS), prior=st.sampled_from(PRIORS), n=st.integers(1, 6), seed=st.integers(0, 10**6),
-       grouped=st.booleans(), mirror=st.booleans())
+@given(
+    arch=st.sampled_from(ARCHS),
+    prior=st.sampled_from(PRIORS),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+    grouped=st.booleans(),
+    mirror=st.booleans(),
+)
 def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, grouped, mirror):
     data = task(arch, n, seed)
     mirror = mirror and can_mirror(arch, prior)
-    population = draw_fast(arch, prior, 3000 if not isinstance(arch, LeNet) else 400,
-                           torch.Generator().manual_seed(seed), mirror=mirror)
+    population = draw_fast(
+        arch, prior, 3000 if not isinstance(arch, LeNet) else 400, torch.Generator().manual_seed(seed), mirror=mirror
+    )
     accepted, stats = FastChecker(arch, data, grouped=grouped).check(population, mirrored=mirror)
     assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
     assert stats.network_examples <= len(population) * n
@@ -83,8 +94,12 @@ def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, gro
 
 @needs_kernel
 @settings(max_examples=20, deadline=None, derandomize=True)
-@given(arch=st.sampled_from([a for a in ARCHS if NativeEngine.supports(a, Q3)]),
-       prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]), n=st.integers(1, 6), seed=st.integers(0, 10**6))
+@given(
+    arch=st.sampled_from([a for a in ARCHS if NativeEngine.supports(a, Q3)]),
+    prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+)
 def test_native_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed):
     data = task(arch, n, seed)
     engine = NativeEngine(KERNEL, arch, prior, data)
@@ -112,16 +127,22 @@ def test_native_draws_follow_the_prior():
     # Tolerance: mean 0 and variance a^2 / 3 within 5 standard errors of 400,000 draws.
     se = math.sqrt(4 / 3 / uniform.numel())
     assert abs(float(uniform.mean())) < 5 * se
-    assert abs(float(uniform.var()) - 4 / 3) < 5 * math.sqrt(float(((uniform**2 - 4 / 3) ** 2).mean()) / uniform.numel())
+    assert abs(float(uniform.var()) - 4 / 3) < 5 * math.sqrt(
+        float(((uniform**2 - 4 / 3) ** 2).mean()) / uniform.numel()
+    )
     fresh = NativeEngine(KERNEL, arch, Uniform(2.0), task(arch, 2, 1))
     pair, alone = fresh.draw(7, [3, 4]).params["w1"], fresh.draw(7, [3]).params["w1"]
     assert torch.equal(pair[0], alone[0])  # network (key, id) is the same whatever else is drawn
     assert not torch.equal(pair[0], pair[1])
 
 
-MIRRORED = [(LeNet.with_width_factor(0.25), Uniform(1.0)), (LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"), Q5),
-            (FCN(5, (6,)), Uniform(0.5)), (FCN(5, (5,), scaled=True, activation="tanh"), Q3),
-            (FCN(5, (4,), activation="sign", bias=False), Uniform(1.0))]
+MIRRORED = [
+    (LeNet.with_width_factor(0.25), Uniform(1.0)),
+    (LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"), Q5),
+    (FCN(5, (6,)), Uniform(0.5)),
+    (FCN(5, (5,), scaled=True, activation="tanh"), Q3),
+    (FCN(5, (4,), activation="sign", bias=False), Uniform(1.0)),
+]
 
 
 @needs_kernel
@@ -233,7 +254,10 @@ def test_normalized_cross_entropy_and_loss_bin():
     norm = torch.ones(6, dtype=torch.float64)
     for name in ("w1", "w2", "w3", "w4", "w5"):
         norm *= population.params[name].double().flatten(1).norm(dim=1) / 3
-    z = population.arch.logits({k: v.double() for k, v in population.params.items()}, data.x.double()) / norm[:, None, None]
+    z = (
+        population.arch.logits({k: v.double() for k, v in population.params.items()}, data.x.double())
+        / norm[:, None, None]
+    )
     target = (data.y.long() + 1) // 2
     expected = torch.stack([torch.nn.functional.cross_entropy(z[i], target) for i in range(6)])
     assert torch.allclose(loss, expected, rtol=1e-6)
@@ -260,17 +284,26 @@ def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch, mirror):
 
 # The CUDA LeNet kernel: its CPU emulation (the same source, compiled as C++) runs everywhere; the
 # GPU build needs nvcc and a device.
-CUDA_ARCHS = [LeNet.with_width_factor(0.5), LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
-              LeNet.with_width_factor(0.5, (3, 32, 32))]
-needs_emulator = pytest.mark.skipif(cuda_kernel.emulator(CUDA_ARCHS[0]) is None,
-                                    reason="no C++ compiler: the CUDA kernel's emulation cannot be built")
+CUDA_ARCHS = [
+    LeNet.with_width_factor(0.5),
+    LeNet.with_width_factor(0.25, (1, 20, 18), head="scalar"),
+    LeNet.with_width_factor(0.5, (3, 32, 32)),
+]
+needs_emulator = pytest.mark.skipif(
+    cuda_kernel.emulator(CUDA_ARCHS[0]) is None, reason="no C++ compiler: the CUDA kernel's emulation cannot be built"
+)
 
 
 @needs_kernel
 @needs_emulator
 @settings(max_examples=12, deadline=None, derandomize=True)
-@given(arch=st.sampled_from(CUDA_ARCHS), prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]),
-       n=st.integers(1, 6), seed=st.integers(0, 10**6), mirror=st.booleans())
+@given(
+    arch=st.sampled_from(CUDA_ARCHS),
+    prior=st.sampled_from([Q3, Q5, Uniform(1.0), Uniform(0.5)]),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+    mirror=st.booleans(),
+)
 def test_cuda_kernel_emulation_decides_and_draws_as_the_native_kernel(arch, prior, n, seed, mirror):
     """Same stream, same order of every conv and hidden-layer sum: the same verdicts (uncertain
     ones included), the same forwards evaluated, bitwise the same parameters."""
@@ -289,8 +322,12 @@ def test_cuda_kernel_emulation_decides_and_draws_as_the_native_kernel(arch, prio
 
 @needs_emulator
 @settings(max_examples=8, deadline=None, derandomize=True)
-@given(arch=st.sampled_from(CUDA_ARCHS[:2]), prior=st.sampled_from([Q3, Uniform(1.0)]), n=st.integers(1, 6),
-       seed=st.integers(0, 10**6))
+@given(
+    arch=st.sampled_from(CUDA_ARCHS[:2]),
+    prior=st.sampled_from([Q3, Uniform(1.0)]),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+)
 def test_cuda_kernel_emulation_accepts_exactly_the_baseline_set(arch, prior, n, seed):
     data = task(arch, n, seed)
     engine = CudaEngine(cuda_kernel.emulator(arch), arch, prior, data)
@@ -316,8 +353,11 @@ def test_cuda_kernel_compiles_for_hopper_without_spilling_much():
     """The GPU build compiles (here without a GPU: sm_90, as on an H100/H200)."""
     arch = LeNet.with_width_factor(0.5)
     flags = [*cuda_kernel.NVCC_FLAGS, "-arch=sm_90", "-Xptxas", "-v"]
-    result = subprocess.run(["nvcc", *flags, *cuda_kernel.shape_defines(arch), str(cuda_kernel.SOURCE), "-o",
-                             os.devnull], capture_output=True, text=True)
+    result = subprocess.run(
+        ["nvcc", *flags, *cuda_kernel.shape_defines(arch), str(cuda_kernel.SOURCE), "-o", os.devnull],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", result.stderr)]
     assert spills and max(spills) <= 256, result.stderr

@@ -63,8 +63,12 @@ ENGINES = ["baseline", "torch", "native"]
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gc_matches_exact_posterior_over_functions(tiny_problem, engine):
     arch, cube, train, _, posterior = tiny_problem
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=4096, engine=engine), torch.Generator().manual_seed(1),
-                    4000, progress=False)
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=4096, engine=engine),
+        torch.Generator().manual_seed(1),
+        4000,
+        progress=False,
+    )
     assert result.count == 4000
     assert (result.population.mistakes(train.x, train.y) == 0).all()
     ids = function_ids(result.population.predict(cube))
@@ -88,8 +92,13 @@ def test_gc_matches_exact_posterior_over_functions(tiny_problem, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gc_acceptance_rate_matches_exact_probability(tiny_problem, engine):
     arch, _, train, exact_rate, _ = tiny_problem
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=10_000, engine=engine), torch.Generator().manual_seed(2),
-                    10**9, max_draws=200_000, progress=False)
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=10_000, engine=engine),
+        torch.Generator().manual_seed(2),
+        10**9,
+        max_draws=200_000,
+        progress=False,
+    )
     assert result.stop_reason == "max_draws" and result.draws == 200_000
     # The fast engines draw mirrored pairs (at most one of a pair is accepted): accepting pairs
     # are Binomial(draws / 2, 2 p). The baseline: accepted draws are Binomial(draws, p).
@@ -107,10 +116,14 @@ def test_gc_acceptance_rate_matches_exact_probability(tiny_problem, engine):
 
 def test_gc_is_reproducible():
     arch = FCN(3, (4,))
-    train = Dataset(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
-                    torch.tensor([1, -1, 1, 1, -1, -1], dtype=torch.int8))
-    runs = [sample(GuessAndCheck(arch, Q3, train, batch_size=1000), torch.Generator().manual_seed(5), 20,
-                   progress=False) for _ in range(2)]
+    train = Dataset(
+        torch.randn(6, 3, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([1, -1, 1, 1, -1, -1], dtype=torch.int8),
+    )
+    runs = [
+        sample(GuessAndCheck(arch, Q3, train, batch_size=1000), torch.Generator().manual_seed(5), 20, progress=False)
+        for _ in range(2)
+    ]
     assert runs[0].draws == runs[1].draws
     for name in runs[0].population.params:
         assert torch.equal(runs[0].population.params[name], runs[1].population.params[name])
@@ -120,8 +133,13 @@ def test_gc_budget_exhaustion_reports_upper_bound():
     arch = FCN(2, (1,), bias=False)
     # Contradictory labels on the same point: no network interpolates.
     train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=500), torch.Generator().manual_seed(0), 5,
-                    max_draws=1200, progress=False)
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=500),
+        torch.Generator().manual_seed(0),
+        5,
+        max_draws=1200,
+        progress=False,
+    )
     assert result.count == 0 and result.draws == 1200 and result.stop_reason == "max_draws"
     low, high = result.acceptance_ci
     per = result.draws_per_trial  # mirrored pairs: no pair of 600 accepted bounds 2 p
@@ -133,8 +151,13 @@ def test_gc_budget_exhaustion_reports_upper_bound():
 def test_gc_time_limit_stops():
     arch = FCN(2, (1,), bias=False)
     train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
-    result = sample(GuessAndCheck(arch, Q3, train, batch_size=100), torch.Generator().manual_seed(0), 5,
-                    time_limit=0.2, progress=False)
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=100),
+        torch.Generator().manual_seed(0),
+        5,
+        time_limit=0.2,
+        progress=False,
+    )
     assert result.stop_reason == "time_limit" and result.count == 0 and result.draws > 0
 
 
@@ -151,22 +174,37 @@ def test_clopper_pearson_known_values():
     assert clopper_pearson(10, 10)[1] == 1.0
 
 
-ARCHS = st.sampled_from([
-    FCN(3, (3,)), FCN(3, (2, 2), activation="sign"), FCN(3, (4,), scaled=True, bias=False),
-    FCN(3, (3,), activation="tanh"), CNN((1, 3), (2,), kernel_size=2),
-])
+ARCHS = st.sampled_from(
+    [
+        FCN(3, (3,)),
+        FCN(3, (2, 2), activation="sign"),
+        FCN(3, (4,), scaled=True, bias=False),
+        FCN(3, (3,), activation="tanh"),
+        CNN((1, 3), (2,), kernel_size=2),
+    ]
+)
 PRIORS = st.sampled_from([Q3, QuantizedUniform.evenly_spaced(5), Uniform(1.0), Gaussian(1.0)])
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
-@given(arch=ARCHS, prior=PRIORS, n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1),
-       engine=st.sampled_from(["fast", "torch", "baseline"]))
+@given(
+    arch=ARCHS,
+    prior=PRIORS,
+    n=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+    engine=st.sampled_from(["fast", "torch", "baseline"]),
+)
 def test_every_accepted_network_has_zero_training_error(arch, prior, n, seed, engine):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *arch.input_shape, generator=gen)
     y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
-    result = sample(GuessAndCheck(arch, prior, Dataset(x, y), batch_size=2048, engine=engine), gen, 10,
-                    max_draws=8192, progress=False)
+    result = sample(
+        GuessAndCheck(arch, prior, Dataset(x, y), batch_size=2048, engine=engine),
+        gen,
+        10,
+        max_draws=8192,
+        progress=False,
+    )
     accepted = result.population
     # Re-check one network at a time in float64: no accepted network may make a training mistake.
     for i in range(len(accepted)):

@@ -80,11 +80,13 @@ def tiny(tmp_path):
 
     def load(open_entry=lambda entry: native.open_library(entry, the_answer)):
         return native.load_cached(source, COMPILER, TINY_FLAGS, ".so", open_entry)
+
     return load
 
 
 def tiny_entry(cache: Path, tiny) -> Path:
-    """The tiny library built into ``cache``, not loaded: for its path, the loader would hand out a loaded copy again."""
+    """The tiny library built into ``cache``, not loaded: for its path, the loader would hand out a
+    loaded copy again."""
     entry = tiny(lambda entry: entry)
     assert entry.parent == cache
     return entry
@@ -95,8 +97,10 @@ TAMPERINGS = {
     "truncated": lambda entry: replace_file(entry, entry.read_bytes()[: entry.stat().st_size // 2]),
     "no recorded hash": lambda entry: entry.with_name(entry.name + ".sha256").unlink(),
     "writable by others": lambda entry: entry.chmod(0o777),
-    "lacks its symbol": lambda entry: (replace_file(entry, compile_library("int tn_other;\n", entry.parent.parent)),
-                                       record_hash(entry)),
+    "lacks its symbol": lambda entry: (
+        replace_file(entry, compile_library("int tn_other;\n", entry.parent.parent)),
+        record_hash(entry),
+    ),
 }
 
 
@@ -116,6 +120,7 @@ def test_bad_entry_is_rebuilt_with_one_warning(cache, tiny, tampering):
 def test_entry_still_bad_after_its_rebuild_is_refused_with_one_warning(cache, tiny):
     def wants_a_missing_symbol(library):
         return library.tn_question
+
     result, message = one_warning(lambda: tiny(lambda entry: native.open_library(entry, wants_a_missing_symbol)))
     assert result is None
     assert "and its rebuild too" in message and "tn_question" in message and "torch engine" in message
@@ -124,8 +129,9 @@ def test_entry_still_bad_after_its_rebuild_is_refused_with_one_warning(cache, ti
 @needs_compiler
 def test_build_errors_give_one_warning(cache, tiny, tmp_path, monkeypatch):
     source = tmp_path / "tiny.c"
-    result, message = one_warning(lambda: native.load_cached(source, str(tmp_path / "no-such-cc"), TINY_FLAGS, ".so",
-                                                             lambda entry: entry))
+    result, message = one_warning(
+        lambda: native.load_cached(source, str(tmp_path / "no-such-cc"), TINY_FLAGS, ".so", lambda entry: entry)
+    )
     assert result is None and "cannot build the native kernel tiny.c" in message
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("TYPICALNETS_CACHE", str(tmp_path / "a-file"))
@@ -146,8 +152,11 @@ def test_key_holds_the_compiler_version_and_the_cpu(cache, tiny, monkeypatch):
 
 def interpolating_problem():
     arch = FCN(in_dim=2, hidden=(2,), activation="relu", bias=True)
-    return arch, QuantizedUniform.evenly_spaced(3), Dataset(boolean_cube(2)[:3], torch.tensor([1, -1, 1],
-                                                                                               dtype=torch.int8))
+    return (
+        arch,
+        QuantizedUniform.evenly_spaced(3),
+        Dataset(boolean_cube(2)[:3], torch.tensor([1, -1, 1], dtype=torch.int8)),
+    )
 
 
 @pytest.mark.parametrize("problem", ["writable by others", "another user's"])

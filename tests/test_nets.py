@@ -150,8 +150,11 @@ def check_forward(arch, seed: int, m: int = 4, n: int = 12, rtol: float = 1e-5):
 @pytest.mark.parametrize("scaled", [False, True], ids=["fcn", "sfcn"])
 def test_fcn_forward_matches_reference(scaled, activation, bias, hidden):
     arch = FCN(in_dim=6, hidden=hidden, activation=activation, bias=bias, scaled=scaled)
-    check_forward(arch, seed=len(hidden) * 100 + ACTS.index(activation) * 10 + 2 * bias + scaled,
-                  rtol=1e-5 if len(hidden) < 3 else 1e-4)
+    check_forward(
+        arch,
+        seed=len(hidden) * 100 + ACTS.index(activation) * 10 + 2 * bias + scaled,
+        rtol=1e-5 if len(hidden) < 3 else 1e-4,
+    )
 
 
 def test_fcn_forward_single_network_and_single_input():
@@ -180,9 +183,14 @@ def test_fcn_hand_computed():
 def test_fcn_param_shapes_and_counts():
     arch = FCN(in_dim=5, hidden=(4, 3), bias=True, scaled=True)
     assert arch.param_shapes() == {
-        "w1": (4, 5), "b1": (4,), "s1": (4,),
-        "w2": (3, 4), "b2": (3,), "s2": (3,),
-        "w3": (1, 3), "b3": (1,),
+        "w1": (4, 5),
+        "b1": (4,),
+        "s1": (4,),
+        "w2": (3, 4),
+        "b2": (3,),
+        "s2": (3,),
+        "w3": (1, 3),
+        "b3": (1,),
     }
     assert list(arch.param_shapes()) == ["w1", "b1", "s1", "w2", "b2", "s2", "w3", "b3"]
     assert arch.num_params() == (20 + 4 + 4) + (12 + 3 + 3) + (3 + 1)
@@ -220,8 +228,9 @@ CNN_CONFIGS = [
 @pytest.mark.parametrize("config", CNN_CONFIGS, ids=[f"{len(c[0]) - 1}d-{i}" for i, c in enumerate(CNN_CONFIGS)])
 def test_cnn_forward_matches_reference(config, scaled):
     in_shape, channels, k, s, p, act, bias = config
-    arch = CNN(in_shape=in_shape, channels=channels, kernel_size=k, stride=s, pool=p, activation=act,
-               bias=bias, scaled=scaled)
+    arch = CNN(
+        in_shape=in_shape, channels=channels, kernel_size=k, stride=s, pool=p, activation=act, bias=bias, scaled=scaled
+    )
     check_forward(arch, seed=CNN_CONFIGS.index(config) * 2 + scaled, m=3, n=7)
 
 
@@ -233,9 +242,14 @@ def test_cnn_spatial_sizes_and_param_counts():
     assert arch.spatial_sizes() == [(20,), (4,), (1,)]
     assert arch.readout_features == 4
     assert arch.param_shapes() == {
-        "w1": (3, 2, 3), "b1": (3,), "s1": (3,),
-        "w2": (4, 3, 3), "b2": (4,), "s2": (4,),
-        "w3": (1, 4), "b3": (1,),
+        "w1": (3, 2, 3),
+        "b1": (3,),
+        "s1": (3,),
+        "w2": (4, 3, 3),
+        "b2": (4,),
+        "s2": (4,),
+        "w3": (1, 4),
+        "b3": (1,),
     }
     assert arch.num_params() == (18 + 3 + 3) + (36 + 4 + 4) + (4 + 1)
     arch2 = CNN(in_shape=(3, 9, 7), channels=(2,), kernel_size=2, stride=1, pool=2, bias=False)
@@ -357,7 +371,9 @@ def test_build_arch():
     assert build_arch("diag", (5,), depth=3) == DiagonalLinear(5, 3)
     assert build_arch("cnn", (2, 10), (3,), kernel_size=3, stride=2, pool=1) == CNN((2, 10), (3,), 3, 2, 1)
     assert build_arch("scnn", (1, 6, 6), (2, 2), kernel_size=2) == CNN((1, 6, 6), (2, 2), 2, scaled=True)
-    assert build_arch("lenet", (1, 28, 28), width_factor=0.5, head="scalar") == LeNet((1, 28, 28), (3, 8, 60, 42), "scalar")
+    assert build_arch("lenet", (1, 28, 28), width_factor=0.5, head="scalar") == LeNet(
+        (1, 28, 28), (3, 8, 60, 42), "scalar"
+    )
     assert set(ARCH_NAMES) == {"fcn", "sfcn", "cnn", "scnn", "diag", "lenet"}
 
 

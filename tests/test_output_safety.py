@@ -34,8 +34,13 @@ def train(tmp_path) -> Path:
 def _start(args: list[str], seconds: float = 60) -> subprocess.Popen:
     command = [sys.executable, "-m", "typicalnets.cli", *[a.replace("{seconds}", str(seconds)) for a in args]]
     # SIGINT at its default, so that Python turns it into KeyboardInterrupt even where pytest ignores it.
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_staging(process: subprocess.Popen, parent: Path, timeout: float = 60) -> Path:
@@ -54,8 +59,9 @@ def _sample_args(train: Path, out: Path) -> list[str]:
     return ["sample", "--train", str(train), "--out", str(out), *SLOW]
 
 
-@pytest.mark.parametrize(("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
-                                                      (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
 def test_a_signal_during_sample_exits_with_its_code_and_writes_nothing(train, tmp_path, signum, code, word):
     out = tmp_path / "out"
     process = _start(_sample_args(train, out))
@@ -70,8 +76,25 @@ def test_a_signal_during_sample_exits_with_its_code_and_writes_nothing(train, tm
 
 def test_sigterm_during_run_removes_its_staging_folder(tmp_path):
     out = tmp_path / "run"
-    process = _start(["run", "--out", str(out), "--n", "32", "--methods", "gc:fcn", "--no-smc-fallback",
-                      "--count", "1000000", "--time-limit", "60", "--n-test", "100", "--no-progress"])
+    process = _start(
+        [
+            "run",
+            "--out",
+            str(out),
+            "--n",
+            "32",
+            "--methods",
+            "gc:fcn",
+            "--no-smc-fallback",
+            "--count",
+            "1000000",
+            "--time-limit",
+            "60",
+            "--n-test",
+            "100",
+            "--no-progress",
+        ]
+    )
     _wait_for_staging(process, tmp_path)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
@@ -87,8 +110,23 @@ def test_a_sigkilled_runs_staging_folder_is_removed_by_the_next_run(train, tmp_p
     assert staging.is_dir()  # SIGKILL leaves it behind
     alive = tmp_path / f".other.partial-{staging.name.split('-', 1)[1].split('-')[0]}-{os.getpid()}-0-x"
     alive.mkdir()  # owned by a live process (this one): kept
-    assert main(["sample", "--train", str(train), "--out", str(tmp_path / "next"), "--count", "1",
-                 "--widths", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--train",
+                str(train),
+                "--out",
+                str(tmp_path / "next"),
+                "--count",
+                "1",
+                "--widths",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert not staging.exists() and alive.is_dir()
     assert remove_stale_staging(tmp_path) == []
 
@@ -97,12 +135,16 @@ def test_a_run_does_not_replace_results_written_while_it_worked(train, tmp_path,
     out = tmp_path / "race"
     slow = _start(_sample_args(train, out), seconds=8)
     _wait_for_staging(slow, tmp_path)
-    assert main(["sample", "--train", str(train), "--out", str(out), "--count", "1", "--widths", "4",
-                 "--no-progress"]) == 0  # the fast run finishes first
+    assert (
+        main(["sample", "--train", str(train), "--out", str(out), "--count", "1", "--widths", "4", "--no-progress"])
+        == 0
+    )  # the fast run finishes first
     token = json.loads((out / MARKER).read_text())["token"]
     _, err = slow.communicate(timeout=60)
     assert slow.returncode == 2, err
-    assert err.strip().startswith("error: ") and "changed by another process" in err and len(err.strip().splitlines()) == 1
+    assert (
+        err.strip().startswith("error: ") and "changed by another process" in err and len(err.strip().splitlines()) == 1
+    )
     assert json.loads((out / MARKER).read_text())["token"] == token  # the fast run's results are intact
     kept = list(tmp_path.glob("race.conflict-*"))
     assert len(kept) == 1 and (kept[0] / "summary.json").is_file()

@@ -25,8 +25,9 @@ def test_a_network_whose_fp32_output_overflows_is_rejected_though_float64_is_rig
     arch = FCN(4, (1,), bias=False)
     prior = QuantizedUniform((-1e30, 0.0, 1e30))
     # f = w2 relu(w1 x): with w1 = (1e30, 0, 0, 0) and w2 = 1e30, f = 1e60 x_0 for x_0 > 0, inf in fp32.
-    population = Population(arch, prior, {"w1": torch.tensor([[[1e30, 0.0, 0.0, 0.0]]]),
-                                          "w2": torch.tensor([[[1e30]]])})
+    population = Population(
+        arch, prior, {"w1": torch.tensor([[[1e30, 0.0, 0.0, 0.0]]]), "w2": torch.tensor([[[1e30]]])}
+    )
     positive = X[:, 0] > 0
     x, y = X[positive], Y[positive]
     f64, _ = forward_with_scale(arch, {k: v.double() for k, v in population.params.items()}, x.double())
@@ -62,13 +63,24 @@ def test_large_but_safe_levels_give_only_interpolators(engine):
     assert torch.isfinite(f).all() and torch.isfinite(scale).all()
 
 
-ARCHS = [FCN(3, (5,)), FCN(3, (4, 3), activation="tanh"), FCN(3, (4,), scaled=True), FCN(3, (6,), bias=False),
-         CNN((2, 7), (3,), kernel_size=3), CNN((1, 8, 8), (2, 2), kernel_size=3, pool=(2, 1), scaled=True),
-         DiagonalLinear(3, 3), LeNet.with_width_factor(0.25, (1, 16, 16))]
+ARCHS = [
+    FCN(3, (5,)),
+    FCN(3, (4, 3), activation="tanh"),
+    FCN(3, (4,), scaled=True),
+    FCN(3, (6,), bias=False),
+    CNN((2, 7), (3,), kernel_size=3),
+    CNN((1, 8, 8), (2, 2), kernel_size=3, pool=(2, 1), scaled=True),
+    DiagonalLinear(3, 3),
+    LeNet.with_width_factor(0.25, (1, 16, 16)),
+]
 
 
-@given(arch=st.sampled_from(ARCHS), top=st.sampled_from([0.5, 1.0, 3.0]), scale=st.sampled_from([0.1, 1.0, 10.0]),
-       seed=st.integers(0, 2**16))
+@given(
+    arch=st.sampled_from(ARCHS),
+    top=st.sampled_from([0.5, 1.0, 3.0]),
+    scale=st.sampled_from([0.1, 1.0, 10.0]),
+    seed=st.integers(0, 2**16),
+)
 def test_the_bound_bounds_every_output_and_scale(arch, top, scale, seed):
     """The invariant behind the refusal: |f| and sum |w h| + |b| never exceed ``activation_bound``,
     also for the extreme network with every parameter at the largest level."""

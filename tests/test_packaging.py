@@ -27,10 +27,25 @@ def test_wheel_installs_and_samples_with_the_native_engine(tmp_path):
     # Built from a copy without build outputs: setuptools packs whatever an earlier build left in
     # build/lib, which would hide a file that package-data misses (and the working tree stays clean).
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                                                 ".*cache", ".hypothesis", "results"))
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheels",
-        source)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*cache", ".hypothesis", "results"
+        ),
+    )
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp_path / "wheels",
+        source,
+    )
     (wheel,) = (tmp_path / "wheels").glob("typicalnets-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"typicalnets/native/gc_kernel.c", "typicalnets/native/gc_cuda.cu"} <= names
@@ -58,6 +73,21 @@ def test_wheel_installs_and_samples_with_the_native_engine(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 4)).astype(np.float32)
     np.savez(work / "train.npz", x=x, y=np.where(x[:, 0] > 0, 1, -1))
-    run(fresh / "bin" / "typicalnets", "sample", "--train", "train.npz", "--out", "out", "--engine", "native",
-        "--count", "3", "--widths", "8", "--no-progress", cwd=work, env=env)
+    run(
+        fresh / "bin" / "typicalnets",
+        "sample",
+        "--train",
+        "train.npz",
+        "--out",
+        "out",
+        "--engine",
+        "native",
+        "--count",
+        "3",
+        "--widths",
+        "8",
+        "--no-progress",
+        cwd=work,
+        env=env,
+    )
     assert json.loads((work / "out" / "summary.json").read_text())["engine"] == "native"

@@ -36,8 +36,16 @@ def assert_interpolators(result, train: Dataset) -> None:
 
 @pytest.mark.parametrize("loss", ["logistic", "hinge"])
 def test_both_losses_reach_zero_training_error(task, loss):
-    result = train_sgd(STUDENT, Uniform(1.0), task.train, 24, torch.Generator().manual_seed(1), loss=loss,
-                       max_steps=3000, progress=False)
+    result = train_sgd(
+        STUDENT,
+        Uniform(1.0),
+        task.train,
+        24,
+        torch.Generator().manual_seed(1),
+        loss=loss,
+        max_steps=3000,
+        progress=False,
+    )
     # Tolerance: the labels come from a narrower teacher that the student contains, so the data is
     # separable by the student class; with lr 0.1 every network got there in < 300 steps during
     # development, so a 3000-step budget leaves 10x slack and we require all of them to converge.
@@ -68,8 +76,17 @@ def test_frozen_networks_never_change_and_steps_count_updates(task):
 
 def test_same_seed_is_bit_identical(task):
     def run():
-        return train_sgd(STUDENT, Q3, task.train, 12, torch.Generator().manual_seed(3), batch_size=10,
-                         momentum=0.9, lr=0.05, progress=False)
+        return train_sgd(
+            STUDENT,
+            Q3,
+            task.train,
+            12,
+            torch.Generator().manual_seed(3),
+            batch_size=10,
+            momentum=0.9,
+            lr=0.05,
+            progress=False,
+        )
 
     first, second = run(), run()
     assert torch.equal(first.steps, second.steps) and torch.equal(first.converged, second.converged)
@@ -78,8 +95,18 @@ def test_same_seed_is_bit_identical(task):
 
 
 def test_minibatch_training_interpolates(task):
-    result = train_sgd(STUDENT, Uniform(1.0), task.train, 16, torch.Generator().manual_seed(4), batch_size=5,
-                       momentum=0.9, lr=0.02, max_steps=5000, progress=False)
+    result = train_sgd(
+        STUDENT,
+        Uniform(1.0),
+        task.train,
+        16,
+        torch.Generator().manual_seed(4),
+        batch_size=5,
+        momentum=0.9,
+        lr=0.02,
+        max_steps=5000,
+        progress=False,
+    )
     assert result.stop_reason == "converged"
     assert_interpolators(result, task.train)
 
@@ -87,8 +114,14 @@ def test_minibatch_training_interpolates(task):
 def test_each_network_trains_as_if_alone(task):
     trainer = SGDTrainer(STUDENT, Uniform(1.0), task.train, 6)
     together = trainer.init(torch.Generator().manual_seed(5))
-    alone = SGDState(together.population[:1], {k: v[:1] for k, v in together.velocity.items()},
-                     together.converged[:1], together.steps[:1], 0, together.order)
+    alone = SGDState(
+        together.population[:1],
+        {k: v[:1] for k, v in together.velocity.items()},
+        together.converged[:1],
+        together.steps[:1],
+        0,
+        together.order,
+    )
     rng = torch.Generator()
     for _ in range(20):
         together, _ = trainer.step(rng, together)
@@ -106,8 +139,9 @@ def test_standard_init_bounds(arch):
         else:
             bound = arch.fan_in(name) ** -0.5
             assert p.abs().max() <= bound and p.abs().max() > 0.95 * bound
-    trainer = SGDTrainer(arch, Q3, Dataset(torch.randn(4, *arch.input_shape), torch.tensor([1, -1, 1, -1])), 500,
-                         init="standard")
+    trainer = SGDTrainer(
+        arch, Q3, Dataset(torch.randn(4, *arch.input_shape), torch.tensor([1, -1, 1, -1])), 500, init="standard"
+    )
     drawn = trainer.init(torch.Generator().manual_seed(6)).population
     assert all(torch.equal(drawn.params[name], p) for name, p in params.items())
     assert drawn.prior == Q3
@@ -125,8 +159,9 @@ def test_networks_interpolating_at_init_take_no_steps():
 
 
 def test_step_budget_exhaustion(task):
-    result = train_sgd(STUDENT, Uniform(1.0), task.train, 10, torch.Generator().manual_seed(8), lr=1e-3,
-                       max_steps=5, progress=True)
+    result = train_sgd(
+        STUDENT, Uniform(1.0), task.train, 10, torch.Generator().manual_seed(8), lr=1e-3, max_steps=5, progress=True
+    )
     assert result.stop_reason == "max_steps" and result.step_count == 5
     assert result.converged_count < result.count
     assert (result.steps[~result.converged] == 5).all()
@@ -136,15 +171,26 @@ def test_step_budget_exhaustion(task):
     assert message.startswith(f"{result.converged_count}/10 networks") and "\n" not in message
 
 
-@pytest.mark.parametrize("student", [
-    CNN((1, 12), (8,), kernel_size=3, pool=2),
-    CNN((1, 6, 6), (8,), kernel_size=3),
-    FCN(8, (16,), activation="tanh", scaled=True),
-])
+@pytest.mark.parametrize(
+    "student",
+    [
+        CNN((1, 12), (8,), kernel_size=3, pool=2),
+        CNN((1, 6, 6), (8,), kernel_size=3),
+        FCN(8, (16,), activation="tanh", scaled=True),
+    ],
+)
 def test_other_architectures(student):
     task = teacher_task(student, n_train=24)
-    result = train_sgd(student, Uniform(1.0), task.train, 8, torch.Generator().manual_seed(9), init="standard",
-                       max_steps=3000, progress=False)
+    result = train_sgd(
+        student,
+        Uniform(1.0),
+        task.train,
+        8,
+        torch.Generator().manual_seed(9),
+        init="standard",
+        max_steps=3000,
+        progress=False,
+    )
     assert result.stop_reason == "converged"
     assert_interpolators(result, task.train)
 
@@ -160,16 +206,19 @@ def test_diagonal_network_learns_sparse_teacher():
 ONE = Dataset(torch.ones(1, 8), torch.tensor([1], dtype=torch.int8))
 
 
-@pytest.mark.parametrize("arch, kwargs", [
-    (FCN(8, (4,), activation="sign"), {}),
-    (STUDENT, {"count": 0}),
-    (STUDENT, {"lr": 0.0}),
-    (STUDENT, {"max_steps": 0}),
-    (STUDENT, {"batch_size": 0}),
-    (STUDENT, {"momentum": 1.0}),
-    (STUDENT, {"loss": "mse"}),
-    (STUDENT, {"init": "xavier"}),
-])
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [
+        (FCN(8, (4,), activation="sign"), {}),
+        (STUDENT, {"count": 0}),
+        (STUDENT, {"lr": 0.0}),
+        (STUDENT, {"max_steps": 0}),
+        (STUDENT, {"batch_size": 0}),
+        (STUDENT, {"momentum": 1.0}),
+        (STUDENT, {"loss": "mse"}),
+        (STUDENT, {"init": "xavier"}),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(arch, kwargs):
     kwargs = {"count": 2, **kwargs}
     with pytest.raises(TypicalnetsError) as error:

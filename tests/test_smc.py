@@ -32,14 +32,24 @@ def tiny():
     interpolates = everyone.mistakes(train.x, train.y) == 0
     ids = function_ids(everyone[interpolates].predict(cube))
     values, counts = np.unique(ids, return_counts=True)
-    return arch, cube, train, interpolates.double().mean().item(), dict(zip(values.tolist(), (counts / counts.sum()).tolist()))
+    return (
+        arch,
+        cube,
+        train,
+        interpolates.double().mean().item(),
+        dict(zip(values.tolist(), (counts / counts.sum()).tolist())),
+    )
 
 
 def test_smc_matches_exact_posterior_and_volume(tiny):
     arch, cube, train, exact_rate, posterior = tiny
-    result = sample_smc(lambda: SequentialMonteCarlo(arch, Q3, train, particles=500, min_moves=10, refresh=20,
-                                                     target_unique=0.9),
-                        torch.Generator().manual_seed(0), 4000, repeats=8, progress=False)
+    result = sample_smc(
+        lambda: SequentialMonteCarlo(arch, Q3, train, particles=500, min_moves=10, refresh=20, target_unique=0.9),
+        torch.Generator().manual_seed(0),
+        4000,
+        repeats=8,
+        progress=False,
+    )
     assert result.count == 4000 and result.stop_reason == "count"
     assert (result.population.mistakes(train.x, train.y) == 0).all()
     ids = function_ids(result.population.predict(cube))
@@ -48,8 +58,9 @@ def test_smc_matches_exact_posterior_and_volume(tiny):
     assert observed.sum() == len(ids), "SMC returned a function that no interpolating setting computes"
     expected = np.array([posterior[k] for k in keys]) * len(ids)
     # Tolerance: chi-square at the 1% level (fixed seed). Particles of one run are correlated, so
-    # the moves run until 90% of them are distinct and every parameter was re-drawn 20 times on average (3 was measurably too few here: the survival
-    # at the second example came out 0.096 against the exact 0.086).
+    # the moves run until 90% of them are distinct and every parameter was re-drawn 20 times on
+    # average (3 was measurably too few here: the survival at the second example came out 0.096
+    # against the exact 0.086).
     assert chisquare(observed, expected).pvalue > 0.01
     low, high = result.log_prob_interpolate_ci
     # Tolerance: the t-interval over 8 independent runs must cover the exact ln P(L_S = 0).
@@ -66,8 +77,9 @@ def teacher_task():
 def test_smc_agrees_with_guess_and_check(teacher_task):
     arch = FCN(4, (8,))
     gen = torch.Generator().manual_seed(1)
-    smc = sample_smc(lambda: SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4,
-                     progress=False)
+    smc = sample_smc(
+        lambda: SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4, progress=False
+    )
     gc = sample(GuessAndCheck(arch, Q3, teacher_task.train), gen, 400, max_draws=10**8, progress=False)
     smc_low, smc_high = smc.log_prob_interpolate_ci
     gc_low, gc_high = gc.log_prob_interpolate_ci
@@ -80,15 +92,23 @@ def test_smc_agrees_with_guess_and_check(teacher_task):
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
-@given(prior=st.sampled_from([Q3, Gaussian(1.0), Uniform(1.0)]), n=st.integers(1, 5), block=st.integers(1, 3),
-       seed=st.integers(0, 10**6))
+@given(
+    prior=st.sampled_from([Q3, Gaussian(1.0), Uniform(1.0)]),
+    n=st.integers(1, 5),
+    block=st.integers(1, 3),
+    seed=st.integers(0, 10**6),
+)
 def test_every_smc_sample_has_zero_training_error(prior, n, block, seed):
     gen = torch.Generator().manual_seed(seed)
     arch = FCN(3, (4,))
     x = torch.randn(n, 3, generator=gen)
     y = (2 * torch.randint(0, 2, (n,), generator=gen) - 1).to(torch.int8)
-    result = sample(SequentialMonteCarlo(arch, prior, Dataset(x, y), particles=64, block=block, max_moves=5), gen,
-                    64, progress=False)
+    result = sample(
+        SequentialMonteCarlo(arch, prior, Dataset(x, y), particles=64, block=block, max_moves=5),
+        gen,
+        64,
+        progress=False,
+    )
     if result.stop_reason == "degenerate":
         assert result.count == 0 and result.log_prob_interpolate == -math.inf
         return
@@ -104,15 +124,23 @@ def test_every_smc_sample_has_zero_training_error(prior, n, block, seed):
 
 def test_smc_degenerate_is_reported():
     train = Dataset(torch.ones(2, 2), torch.tensor([1, -1], dtype=torch.int8))
-    result = sample(SequentialMonteCarlo(FCN(2, (2,)), Q3, train, particles=50), torch.Generator().manual_seed(0), 10,
-                    progress=False)
+    result = sample(
+        SequentialMonteCarlo(FCN(2, (2,)), Q3, train, particles=50),
+        torch.Generator().manual_seed(0),
+        10,
+        progress=False,
+    )
     assert result.stop_reason == "degenerate" and result.count == 0
     assert "no particle survived" in result.message() and "\n" not in result.message()
 
 
 def test_single_smc_run_has_an_estimate_but_no_interval(teacher_task):
-    result = sample(SequentialMonteCarlo(FCN(4, (6,)), Q3, teacher_task.train, particles=100),
-                    torch.Generator().manual_seed(2), 50, progress=False)
+    result = sample(
+        SequentialMonteCarlo(FCN(4, (6,)), Q3, teacher_task.train, particles=100),
+        torch.Generator().manual_seed(2),
+        50,
+        progress=False,
+    )
     assert result.count == 50 and math.isfinite(result.log_prob_interpolate)
     assert all(math.isnan(v) for v in result.log_prob_interpolate_ci)
     assert "--repeats >= 2" in result.message()
@@ -122,15 +150,18 @@ def test_smc_time_budget_reports_no_estimate():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, generator=gen)
     train = Dataset(x, torch.where(x[:, 0] > 0, 1, -1).to(torch.int8))
-    result = sample(SequentialMonteCarlo(FCN(3, (4,)), Q3, train, particles=200), gen, 10, time_limit=0.01,
-                    progress=False)
+    result = sample(
+        SequentialMonteCarlo(FCN(3, (4,)), Q3, train, particles=200), gen, 10, time_limit=0.01, progress=False
+    )
     assert result.stop_reason == "time_limit" and result.count == 0
     assert math.isnan(result.log_prob_interpolate) and "before the last example" in result.message()
 
 
 @pytest.mark.skipif(native.load() is None, reason="no C compiler: the native moves are not built")
-@pytest.mark.parametrize("activation, bias, scaled", [("relu", True, False), ("tanh", True, True),
-                                                      ("leaky-relu", False, True), ("sign", False, False)])
+@pytest.mark.parametrize(
+    "activation, bias, scaled",
+    [("relu", True, False), ("tanh", True, True), ("leaky-relu", False, True), ("sign", False, False)],
+)
 def test_native_moves_keep_the_cache_exact_and_every_particle_valid(activation, bias, scaled):
     """After many native moves, the cached z, f and scale equal a fresh float64 computation from the
     parameters (to rounding), and every particle still classifies every seen example (re-checked)."""

@@ -45,8 +45,9 @@ def gen(seed: int) -> torch.Generator:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_narrow_teacher_is_balanced_on_fresh_inputs(arch, prior, kind, seed):
     max_majority, max_zero = 0.7, 0.3
-    teacher = narrow_teacher(arch, prior, gen(seed), input_kind=kind, max_majority=max_majority,
-                             max_zero_fraction=max_zero)
+    teacher = narrow_teacher(
+        arch, prior, gen(seed), input_kind=kind, max_majority=max_majority, max_zero_fraction=max_zero
+    )
     assert len(teacher) == 1 and teacher.arch == arch and teacher.prior == prior
     n = 20_000
     fresh = sample_inputs(kind, n, arch.input_shape, gen(1000 + seed))
@@ -185,11 +186,15 @@ EMBED_CASES = [
     (FCN(5, (2, 1)), FCN(5, (3, 4), scaled=True)),  # a vanilla teacher inside a scaled student
     (CNN((1, 7), (1,), kernel_size=2), CNN((1, 7), (3,), kernel_size=2, scaled=True)),
     (CNN((2, 12), (2,), kernel_size=3), CNN((2, 12), (4,), kernel_size=3)),
-    (CNN((1, 14), (1, 2), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True),
-     CNN((1, 14), (3, 3), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True)),
+    (
+        CNN((1, 14), (1, 2), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True),
+        CNN((1, 14), (3, 3), kernel_size=3, stride=(2, 1), pool=(1, 2), scaled=True),
+    ),
     (CNN((1, 6, 6), (1, 2), kernel_size=2, pool=(2, 1)), CNN((1, 6, 6), (2, 3), kernel_size=2, pool=(2, 1))),
-    (CNN((2, 5, 5), (2,), kernel_size=3, activation="sign", bias=False, scaled=True),
-     CNN((2, 5, 5), (4,), kernel_size=3, activation="sign", bias=False, scaled=True)),
+    (
+        CNN((2, 5, 5), (2,), kernel_size=3, activation="sign", bias=False, scaled=True),
+        CNN((2, 5, 5), (4,), kernel_size=3, activation="sign", bias=False, scaled=True),
+    ),
 ]
 EMBED_IDS = [f"{t.name}{list(t.widths)}->{list(s.widths)}-{len(t.input_shape)}" for t, s in EMBED_CASES]
 
@@ -241,9 +246,9 @@ def test_embed_free_parameters_vary_with_generator(teacher_arch, student_arch):
     # the free parameters are draws from the prior (U[-1, 1], almost surely nonzero); without a
     # generator they are all zero
     zeros = embed(teacher, student_arch)
-    free = a.params["w1"][:, teacher_arch.widths[0]:]
+    free = a.params["w1"][:, teacher_arch.widths[0] :]
     assert free.numel() == 0 or (free.abs() <= 1.0).all() and (free != 0).all()
-    assert zeros.params["w1"][:, teacher_arch.widths[0]:].eq(0).all()
+    assert zeros.params["w1"][:, teacher_arch.widths[0] :].eq(0).all()
     # same generator seed -> same students
     c = embed(teacher, student_arch, gen(41))
     assert all(torch.equal(a.params[k], c.params[k]) for k in a.params)
@@ -298,8 +303,9 @@ def test_sparse_linear_teacher(d, k):
 
 
 def test_sparse_linear_teacher_supports_vary():
-    supports = {tuple(torch.nonzero(sparse_linear_teacher(20, 3, gen(s)).params["w1"][0]).flatten().tolist())
-                for s in range(10)}
+    supports = {
+        tuple(torch.nonzero(sparse_linear_teacher(20, 3, gen(s)).params["w1"][0]).flatten().tolist()) for s in range(10)
+    }
     assert len(supports) > 1
 
 

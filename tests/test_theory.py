@@ -66,10 +66,16 @@ def random_teacher(arch, prior, generator) -> Population:
 # Closed forms
 # --------------------------------------------------------------------------------------------
 
-widths_pairs = st.integers(1, 3).flatmap(lambda depth: st.tuples(
-    st.lists(st.integers(1, 4), min_size=depth, max_size=depth),
-    st.lists(st.integers(0, 5), min_size=depth, max_size=depth),
-)).map(lambda pair: (tuple(pair[0]), tuple(t + e for t, e in zip(*pair))))
+widths_pairs = (
+    st.integers(1, 3)
+    .flatmap(
+        lambda depth: st.tuples(
+            st.lists(st.integers(1, 4), min_size=depth, max_size=depth),
+            st.lists(st.integers(0, 5), min_size=depth, max_size=depth),
+        )
+    )
+    .map(lambda pair: (tuple(pair[0]), tuple(t + e for t, e in zip(*pair))))
+)
 
 
 @given(in_dim=st.integers(1, 20), widths=widths_pairs, q=st.sampled_from([3, 5, 7, 15]))
@@ -137,8 +143,12 @@ def test_teacher_specific_bound_never_exceeds_worst_case():
         (FCN(6, (3, 2)), FCN(6, (8, 5)), QUINARY, None),
         (FCN(6, (3, 2), scaled=True), FCN(6, (8, 5), scaled=True), TERNARY, 0.7),
         (FCN(6, (3,)), FCN(6, (8,), scaled=True), TERNARY, 0.2),
-        (CNN((2, 6, 6), (2, 3), kernel_size=2, pool=(1, 2)), CNN((2, 6, 6), (4, 6), kernel_size=2, pool=(1, 2)),
-         TERNARY, 0.5),
+        (
+            CNN((2, 6, 6), (2, 3), kernel_size=2, pool=(1, 2)),
+            CNN((2, 6, 6), (4, 6), kernel_size=2, pool=(1, 2)),
+            TERNARY,
+            0.5,
+        ),
     ]:
         worst = c_tilde_for(teacher_arch, student_arch, prior, zero_prob=q0)
         for _ in range(10):
@@ -148,7 +158,8 @@ def test_teacher_specific_bound_never_exceeds_worst_case():
             assert specific.variant == "teacher-specific"
             assert specific.nats <= unplaced.nats + 1e-9 <= worst.nats + 2e-9
             assert specific.terms["placements"] == pytest.approx(
-                -sum(layer.log_placements for layer in specific.layers if layer.layer in specific.placement_layers))
+                -sum(layer.log_placements for layer in specific.layers if layer.layer in specific.placement_layers)
+            )
 
 
 def test_placement_condition_on_constructed_teachers():
@@ -177,7 +188,8 @@ def test_placement_condition_on_constructed_teachers():
     assert c_tilde_for(arch, student, TERNARY).placement_layers == ()
     assumed = c_tilde_for(arch, student, TERNARY, placements=True)
     assert assumed.placement_condition.startswith("assumed") and assumed.terms["placements"] == pytest.approx(
-        -math.log(12))
+        -math.log(12)
+    )
     with pytest.raises(TypicalnetsError, match="no teacher with 3 levels"):
         c_tilde_fcn(2, (3,), (4,), 3, placements=True)  # three distinct nonzero readout weights from {-1, 1}
 
@@ -194,8 +206,15 @@ def test_bad_inputs_are_one_line_errors():
         (lambda: c_tilde_for(CNN((1, 6), (1,), 2), CNN((1, 6), (2,), 3), TERNARY), "more than their widths"),
         (lambda: c_tilde_for(FCN(4, (2,)), FCN(4, (4,)), Gaussian(1.0)), "--margin"),
         (lambda: c_tilde_for(FCN(4, (2,)), FCN(4, (4,)), TERNARY, margin=0.1), "continuous priors"),
-        (lambda: c_tilde_for(FCN(1, (1,)), FCN(1, (2,)), TERNARY,
-                             teacher=fixed_teacher(FCN(1, (1,)), w1=[[0.5]], b1=[0], w2=[[1]], b2=[0])), "not a level"),
+        (
+            lambda: c_tilde_for(
+                FCN(1, (1,)),
+                FCN(1, (2,)),
+                TERNARY,
+                teacher=fixed_teacher(FCN(1, (1,)), w1=[[0.5]], b1=[0], w2=[[1]], b2=[0]),
+            ),
+            "not a level",
+        ),
         (lambda: c_tilde_for(FCN(1, (1,)), FCN(1, (2,), scaled=True), MINUS_ZERO), "scale 1"),
         (lambda: c_tilde_for(FCN(1, (1,)), FCN(1, (2,)), QuantizedUniform((-1.0, 1.0))), "lack 0"),
         (lambda: c_tilde_margin(FCN(4, (2,)), FCN(4, (4,)), Gaussian(1.0), 2.0), "(0, pi/2]"),
@@ -242,8 +261,15 @@ def test_monte_carlo_interval_covers_the_enumeration():
     student = FCN(2, (2,))
     exact = exact_p_tilde(teacher, student)
     for q0 in (None, 0.6):
-        mc = exact_p_tilde(teacher, student, zero_prob=q0, max_enumeration=0, samples=200_000,
-                           generator=torch.Generator().manual_seed(3), confidence=0.999)
+        mc = exact_p_tilde(
+            teacher,
+            student,
+            zero_prob=q0,
+            max_enumeration=0,
+            samples=200_000,
+            generator=torch.Generator().manual_seed(3),
+            confidence=0.999,
+        )
         target = exact.p if q0 is None else exact.at_zero_prob(q0)
         assert mc.method == "monte-carlo" and mc.total == 200_000
         assert mc.ci[0] <= target <= mc.ci[1]
@@ -315,7 +341,8 @@ def test_exact_p_tilde_is_at_least_exp_minus_bound(family):
                     assert p >= math.exp(-bound.nats) * (1 - ROUNDING), (
                         f"{teacher_arch.describe()} in {student_arch.describe()}, {prior.spec()}, q0={q0}: "
                         f"p~ = {p:.6g} < exp(-{bound.nats:.4f}) ({bound.variant}, {bound.placement_condition}); "
-                        f"teacher {({k: v[0].tolist() for k, v in teacher.params.items()})}")
+                        f"teacher { ({k: v[0].tolist() for k, v in teacher.params.items()}) }"
+                    )
                 checked += 1
     assert checked == len(PAIRS[family]) * TEACHERS_PER_PAIR * len(ZERO_PROBS)
     assert placed >= 4  # the placement term was exercised in this family
@@ -350,8 +377,9 @@ def test_monte_carlo_beyond_the_enumeration_cap_respects_the_bound():
     teacher_arch, student_arch = CNN((1, 3), (1,), 2, scaled=True), CNN((1, 3), (2,), 2, scaled=True)
     for _ in range(2):
         teacher = random_teacher(teacher_arch, TERNARY, gen)
-        estimate = exact_p_tilde(teacher, student_arch, max_enumeration=100_000, samples=150_000,
-                                 generator=torch.Generator().manual_seed(1))
+        estimate = exact_p_tilde(
+            teacher, student_arch, max_enumeration=100_000, samples=150_000, generator=torch.Generator().manual_seed(1)
+        )
         assert estimate.method == "monte-carlo" and estimate.total == 150_000
         bound = c_tilde_for(teacher_arch, student_arch, TERNARY, teacher=teacher)
         assert estimate.ci[1] >= math.exp(-bound.nats)

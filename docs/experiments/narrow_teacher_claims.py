@@ -35,19 +35,35 @@ from typicalnets.stats import mean_t_interval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 IMG = ROOT.parent / "img"
-COMMON = {"input": "gaussian", "in_dim": 6, "count": 100, "time_limit": 5.0, "smc_particles": 100,
-          "smc_repeats": 2, "smc_refresh": 0.5, "n_test": 5000}
+COMMON = {
+    "input": "gaussian",
+    "in_dim": 6,
+    "count": 100,
+    "time_limit": 5.0,
+    "smc_particles": 100,
+    "smc_repeats": 2,
+    "smc_refresh": 0.5,
+    "n_test": 5000,
+}
 
 CLAIMS = {
     "a": {f"teacher {w}": {"teacher_widths": [w], "methods": ["gc:fcn"]} for w in (1, 2, 4)},
     # Two hidden layers: with one, a vanilla student silences its extras with as many zero readout
     # weights as a scaled one needs zero scales, so the two bounds (and predictions) coincide.
     # G&C only up to n = 32 here (20 s per cell): SMC has no cached moves for two hidden layers.
-    "b": {"students": {"teacher_widths": [2, 2], "time_limit": 20.0, "n_max": 32,
-                       "methods": [f"gc:{s}:{w}x{w}" for s in ("fcn", "sfcn") for w in (4, 16, 64)]}},
+    "b": {
+        "students": {
+            "teacher_widths": [2, 2],
+            "time_limit": 20.0,
+            "n_max": 32,
+            "methods": [f"gc:{s}:{w}x{w}" for s in ("fcn", "sfcn") for w in (4, 16, 64)],
+        }
+    },
     "c": {f"Q={q}": {"teacher_widths": [2], "prior": f"quantized:{q}", "methods": ["gc:fcn"]} for q in (3, 5, 9)},
-    "d": {"teacher labels": {"teacher_widths": [2], "methods": ["gc:fcn"]},
-          "random labels": {"teacher_widths": [2], "methods": ["gc:fcn"], "random_labels": True}},
+    "d": {
+        "teacher labels": {"teacher_widths": [2], "methods": ["gc:fcn"]},
+        "random labels": {"teacher_widths": [2], "methods": ["gc:fcn"], "random_labels": True},
+    },
 }
 
 
@@ -85,8 +101,15 @@ def plot_claim(claim: str, table: pd.DataFrame) -> None:
     for (setting, method), part in table.groupby(["setting", "method"], sort=False):
         summary = over_seeds(part, "test_error").sort_values("n")
         label = method if claim == "b" else setting
-        ax.errorbar(summary["n"], summary["mean"], yerr=summary["half"], marker="o", capsize=3, label=label,
-                    ls="--" if ":sfcn" in method else "-")
+        ax.errorbar(
+            summary["n"],
+            summary["mean"],
+            yerr=summary["half"],
+            marker="o",
+            capsize=3,
+            label=label,
+            ls="--" if ":sfcn" in method else "-",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training examples n")
     ax.set_ylabel("test error (mean over seeds, 95% CI)")
@@ -94,9 +117,12 @@ def plot_claim(claim: str, table: pd.DataFrame) -> None:
     ax.set_ylim(0, 0.6)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    titles = {"a": "(a) teacher width, student fcn[16]", "b": "(b) student width, teacher fcn[2,2]: vanilla (solid) vs scaled (dashed)",
-              "c": "(c) quantization levels Q, teacher fcn[2], student fcn[16]",
-              "d": "(d) teacher labels vs random labels"}
+    titles = {
+        "a": "(a) teacher width, student fcn[16]",
+        "b": "(b) student width, teacher fcn[2,2]: vanilla (solid) vs scaled (dashed)",
+        "c": "(c) quantization levels Q, teacher fcn[2], student fcn[16]",
+        "d": "(d) teacher labels vs random labels",
+    }
     ax.set_title(titles[claim], fontsize=10)
     if claim == "d":
         ax = axes[0, 1]
@@ -105,8 +131,13 @@ def plot_claim(claim: str, table: pd.DataFrame) -> None:
             ax.errorbar(summary["n"], summary["mean"], yerr=summary["half"], marker="o", capsize=3, label=setting)
         failed = table[(table["setting"] == "random labels") & (table["networks"] == 0)].groupby("n")["seed"].count()
         for n, seeds in failed.items():  # -ln P = inf there: no point to draw, so say it
-            ax.annotate(f"random labels: no interpolator\nfound for {seeds} of {table['seed'].nunique()} seeds",
-                        (n, table["n"].max() * math.log(2) * 0.75), ha="center", fontsize=7, color="C1")
+            ax.annotate(
+                f"random labels: no interpolator\nfound for {seeds} of {table['seed'].nunique()} seeds",
+                (n, table["n"].max() * math.log(2) * 0.75),
+                ha="center",
+                fontsize=7,
+                color="C1",
+            )
         grid = sorted(table["n"].unique())
         ax.plot(grid, [n * math.log(2) for n in grid], color="grey", ls=":", label="n ln 2 (chance)")
         bound = table[table["setting"] == "teacher labels"]["c_tilde"].max()

@@ -33,10 +33,17 @@ def main(folder: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (title, rows) in zip(axes, panels.items()):
         for sampler, part in table[rows].groupby("sampler"):
-            x = part["shape"].map(lambda s: s.count("x") + 1 if "depth" in title else float(s.split("x")[0]))
+            depth = "depth" in title
+            x = part["shape"].map(lambda s, depth=depth: s.count("x") + 1 if depth else float(s.split("x")[0]))
             part = part.assign(x=x).sort_values("x")
-            ax.errorbar(part["x"], part["accuracy_mean"], yerr=part["accuracy_ci_high"] - part["accuracy_mean"],
-                        marker="o", capsize=3, label={"gc": "typical interpolators (G&C)", "sgd": "SGD"}[sampler])
+            ax.errorbar(
+                part["x"],
+                part["accuracy_mean"],
+                yerr=part["accuracy_ci_high"] - part["accuracy_mean"],
+                marker="o",
+                capsize=3,
+                label={"gc": "typical interpolators (G&C)", "sgd": "SGD"}[sampler],
+            )
         if "depth" not in title:
             ax.set_xscale("log", base=2)
         ax.set_title(title, fontsize=10)

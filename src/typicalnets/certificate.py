@@ -92,8 +92,9 @@ def check_float32_range(arch: Architecture, prior: Prior, x: torch.Tensor) -> No
         )
 
 
-def forward_with_scale(arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor,
-                       grouped: bool | None = None):
+def forward_with_scale(
+    arch: Architecture, params: dict[str, torch.Tensor], x: torch.Tensor, grouped: bool | None = None
+):
     """Outputs f (A, n) and their scales sum |w_i h_i| + |b| over the head.
 
     Conv layers after the first run as grouped convolutions (one group per network) on the CPU,
@@ -110,8 +111,9 @@ def forward_with_scale(arch: Architecture, params: dict[str, torch.Tensor], x: t
     return _conv_forward(arch, params, x, x.device.type == "cpu" if grouped is None else grouped)
 
 
-def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Tensor, margin: float = DEFAULT_MARGIN,
-                           chunk: int = 256) -> torch.Tensor:
+def certified_interpolates(
+    population: Population, x: torch.Tensor, y: torch.Tensor, margin: float = DEFAULT_MARGIN, chunk: int = 256
+) -> torch.Tensor:
     """Zero training error, certified: the fp32 forward decides every output farther than ``margin``
     times its scale from 0; networks with an output closer than that are recomputed in float64,
     where |f| <= TIE * scale counts as f = 0 (a mistake). A network with a non-finite fp32 output
@@ -127,8 +129,9 @@ def certified_interpolates(population: Population, x: torch.Tensor, y: torch.Ten
         verdict = (correct | ~sure).all(dim=1) & (torch.isfinite(f) & torch.isfinite(scale)).all(dim=1)
         doubtful = torch.nonzero(verdict & ~sure.all(dim=1)).flatten()
         if doubtful.numel():
-            f64, scale64 = forward_with_scale(population.arch, {k: v[doubtful].double() for k, v in params.items()},
-                                              x.double())
+            f64, scale64 = forward_with_scale(
+                population.arch, {k: v[doubtful].double() for k, v in params.items()}, x.double()
+            )
             verdict[doubtful] = (y.double() * f64 > TIE * scale64).all(dim=1)
         verdicts.append(verdict)
     return torch.cat(verdicts) if verdicts else torch.zeros(0, dtype=torch.bool, device=population.device)
@@ -179,8 +182,11 @@ def _max_pool(h: torch.Tensor, pools: tuple[int, int]) -> torch.Tensor:
     """Max-pool with kernel = stride (floor) as elementwise maxima of strided views: the same values
     as F.max_pool2d, which measured several times slower on the CPU for many small maps."""
     ph, pw = h.shape[2] // pools[0], h.shape[3] // pools[1]
-    views = [h[:, :, dy : dy + ph * pools[0] : pools[0], dx : dx + pw * pools[1] : pools[1]]
-             for dy in range(pools[0]) for dx in range(pools[1])]
+    views = [
+        h[:, :, dy : dy + ph * pools[0] : pools[0], dx : dx + pw * pools[1] : pools[1]]
+        for dy in range(pools[0])
+        for dx in range(pools[1])
+    ]
     out = views[0]
     for view in views[1:]:
         out = torch.maximum(out, view)
@@ -214,8 +220,12 @@ def _conv_forward(arch: CNN | LeNet, params, x, grouped: bool = False):
         if index == 0:  # the input is shared: one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
             z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
         elif grouped:
-            z = F.conv2d(h.view(count, n, -1, *h.shape[2:]).transpose(0, 1).reshape(n, -1, *h.shape[2:]),
-                         w.reshape(count * c_out, -1, *kernel), stride=strides, groups=count)
+            z = F.conv2d(
+                h.view(count, n, -1, *h.shape[2:]).transpose(0, 1).reshape(n, -1, *h.shape[2:]),
+                w.reshape(count * c_out, -1, *kernel),
+                stride=strides,
+                groups=count,
+            )
             z = z.view(n, count, c_out, -1).permute(1, 2, 0, 3)
         else:  # one batched matmul over networks, no grouped convolution
             taps = patches.shape[1]

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,12 @@ from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import check_output_dir, staged_output, write_json
 from typicalnets.theory import bound_report, c_tilde_for, plot_epsilon_vs_n
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Typical interpolating neural networks: sample, train, compare, bound.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Typical interpolating neural networks: sample, train, compare, bound.",
+)
 console = Console(stderr=True)
 DEFAULTS = RunConfig()
 
@@ -92,8 +96,8 @@ def _csv(values: list[Any]) -> str:
 @app.command()
 def run(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file whose keys are these options' names")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="results directory [default: results/run-TIMESTAMP]")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file whose keys are these options' names")] = None,
+    out: Annotated[Path | None, typer.Option(help="results directory [default: results/run-TIMESTAMP]")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     seeds: Annotated[str, _opt("seeds")] = _csv(DEFAULTS.seeds),
@@ -157,19 +161,25 @@ def run(
 def sample_command(
     train: Annotated[Path, typer.Option(help=".npz with x (n, d) or (n, c, h, w) and y in {-1,+1} or {0,1}")],
     out: Annotated[Path, typer.Option(help="output directory")],
-    test: Annotated[Optional[Path], typer.Option(help=".npz test set, same format")] = None,
+    test: Annotated[Path | None, typer.Option(help=".npz test set, same format")] = None,
     arch: Annotated[str, typer.Option(help=f"architecture: {', '.join(ARCH_NAMES)}")] = "fcn",
-    widths: Annotated[str, typer.Option(help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn); "
-                                             "lenet uses --width-factor")] = "4",
+    widths: Annotated[
+        str,
+        typer.Option(
+            help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn); lenet uses --width-factor"
+        ),
+    ] = "4",
     activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu",
     bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
-    prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")] = "quantized:3",
+    prior: Annotated[
+        str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")
+    ] = "quantized:3",
     sampler: Annotated[str, typer.Option(help="gc (Guess & Check), smc (sequential Monte Carlo) or sgd")] = "gc",
     count: Annotated[int, typer.Option(help="networks to sample")] = 100,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    n: Annotated[Optional[int], typer.Option(help="use only the first n training examples")] = None,
-    max_draws: Annotated[Optional[int], typer.Option(help="G&C budget: networks drawn at most")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="G&C budget: seconds at most")] = None,
+    n: Annotated[int | None, typer.Option(help="use only the first n training examples")] = None,
+    max_draws: Annotated[int | None, typer.Option(help="G&C budget: networks drawn at most")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="G&C budget: seconds at most")] = None,
     batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = 16_384,
     kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
     stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
@@ -178,9 +188,16 @@ def sample_command(
     width_factor: Annotated[float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")] = 1.0,
     head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
     engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
-    loss_bin: Annotated[Optional[str], typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")] = None,
-    mirror: Annotated[bool, typer.Option(help="gc: draw mirrored pairs where the prior allows (--no-mirror: unpaired "
-                                              "draws; both give i.i.d. posterior samples)")] = True,
+    loss_bin: Annotated[
+        str | None, typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")
+    ] = None,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            help="gc: draw mirrored pairs where the prior allows (--no-mirror: unpaired "
+            "draws; both give i.i.d. posterior samples)"
+        ),
+    ] = True,
     particles: Annotated[int, typer.Option(help="smc: particles per run")] = 1000,
     repeats: Annotated[int, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0))")] = 4,
     block: Annotated[int, typer.Option(help="smc: training examples added per step")] = 1,
@@ -190,10 +207,15 @@ def sample_command(
     sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
     sgd_batch_size: Annotated[int, typer.Option(help="sgd: mini-batch size, 0 = full batch")] = 0,
     sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = 10_000,
-    sgd_epochs: Annotated[Optional[int], typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = None,
+    sgd_epochs: Annotated[int | None, typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = None,
     sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = 0.0,
-    sgd_stop: Annotated[bool, typer.Option(help="sgd: freeze each network at zero training error "
-                                               "(--no-sgd-stop trains every network for the whole budget)")] = True,
+    sgd_stop: Annotated[
+        bool,
+        typer.Option(
+            help="sgd: freeze each network at zero training error "
+            "(--no-sgd-stop trains every network for the whole budget)"
+        ),
+    ] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -216,13 +238,24 @@ def sample_command(
         train_set = train_set.head(n)
     require_both_classes(train_set, str(train) + (f" (first {n} examples)" if n is not None else ""))
     test_set = Dataset.load_npz(test) if test else None
-    network = build_arch(arch, train_set.input_shape, _ints(widths, "--widths"), activation, bias,
-                         _ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"), depth,
-                         width_factor, head)
+    network = build_arch(
+        arch,
+        train_set.input_shape,
+        _ints(widths, "--widths"),
+        activation,
+        bias,
+        _ints(kernel_size, "--kernel-size"),
+        _ints(stride, "--stride"),
+        _ints(pool, "--pool"),
+        depth,
+        width_factor,
+        head,
+    )
     bin_edges = _loss_bin(loss_bin) if loss_bin else None
     if test_set is not None and test_set.input_shape != train_set.input_shape:
         raise TypicalnetsError(
-            f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use matching data"
+            f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use "
+            "matching data"
         )
     prior_obj = parse_prior(prior)
     with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
@@ -235,41 +268,102 @@ def sample_command(
             population = result.population
             low, high = result.acceptance_ci
             log_low, log_high = result.log_prob_interpolate_ci
-            summary.update(count=result.count, requested=count, accepted_total=result.accepted_total, draws=result.draws,
-                           acceptance_rate=result.acceptance_rate, acceptance_ci=[low, high],
-                           log_prob_interpolate=result.log_prob_interpolate,
-                           log_prob_interpolate_ci=[log_low, log_high], stop_reason=result.stop_reason,
-                           engine=gc.engine, draws_per_trial=result.draws_per_trial,
-                           loss_bin=list(bin_edges) if bin_edges else None)
+            summary.update(
+                count=result.count,
+                requested=count,
+                accepted_total=result.accepted_total,
+                draws=result.draws,
+                acceptance_rate=result.acceptance_rate,
+                acceptance_ci=[low, high],
+                log_prob_interpolate=result.log_prob_interpolate,
+                log_prob_interpolate_ci=[log_low, log_high],
+                stop_reason=result.stop_reason,
+                engine=gc.engine,
+                draws_per_trial=result.draws_per_trial,
+                loss_bin=list(bin_edges) if bin_edges else None,
+            )
         elif sampler == "smc":
-            result = sample_smc(lambda: SequentialMonteCarlo(network, prior_obj, train_set, particles, block,
-                                                             max_moves=max_moves, device=device),
-                                rng, count, repeats, max_draws, time_limit, progress)
+            result = sample_smc(
+                lambda: SequentialMonteCarlo(
+                    network, prior_obj, train_set, particles, block, max_moves=max_moves, device=device
+                ),
+                rng,
+                count,
+                repeats,
+                max_draws,
+                time_limit,
+                progress,
+            )
             population = result.population
             estimate, (log_low, log_high) = result.log_prob_interpolate, result.log_prob_interpolate_ci
-            summary.update(count=result.count, requested=count, draws=result.draws, stop_reason=result.stop_reason,
-                           acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
-                           acceptance_ci=[math.exp(log_low) if math.isfinite(log_low) else None,
-                                          math.exp(log_high) if math.isfinite(log_high) else None],
-                           log_prob_interpolate=estimate, log_prob_interpolate_ci=[log_low, log_high],
-                           particles=particles, repeats=repeats, block=block)
+            summary.update(
+                count=result.count,
+                requested=count,
+                draws=result.draws,
+                stop_reason=result.stop_reason,
+                acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
+                acceptance_ci=[
+                    math.exp(log_low) if math.isfinite(log_low) else None,
+                    math.exp(log_high) if math.isfinite(log_high) else None,
+                ],
+                log_prob_interpolate=estimate,
+                log_prob_interpolate_ci=[log_low, log_high],
+                particles=particles,
+                repeats=repeats,
+                block=block,
+            )
         else:
-            result = train_sgd(network, prior_obj, train_set, count, rng, init=sgd_init, loss=sgd_loss, lr=sgd_lr,
-                               batch_size=sgd_batch_size or None, max_steps=sgd_max_steps, epochs=sgd_epochs,
-                               momentum=sgd_momentum, stop_at_zero=sgd_stop, device=device, progress=progress)
+            result = train_sgd(
+                network,
+                prior_obj,
+                train_set,
+                count,
+                rng,
+                init=sgd_init,
+                loss=sgd_loss,
+                lr=sgd_lr,
+                batch_size=sgd_batch_size or None,
+                max_steps=sgd_max_steps,
+                epochs=sgd_epochs,
+                momentum=sgd_momentum,
+                stop_at_zero=sgd_stop,
+                device=device,
+                progress=progress,
+            )
             population = result.population
-            summary.update(count=len(population), requested=count, converged=int(result.converged.sum()),
-                           stop_reason=result.stop_reason, draws=0, steps=result.step_count,
-                           sgd={"init": sgd_init, "loss": sgd_loss, "lr": sgd_lr, "batch_size": sgd_batch_size or None,
-                                "max_steps": sgd_max_steps, "epochs": sgd_epochs, "momentum": sgd_momentum,
-                                "stop_at_zero": sgd_stop})
-        summary.update(seconds=time.perf_counter() - start, message=result.message(), arch=network.to_dict(),
-                       prior=prior_obj.spec(), seed=seed, n_train=train_set.n, n_test=test_set.n if test_set else None,
-                       device=device)
+            summary.update(
+                count=len(population),
+                requested=count,
+                converged=int(result.converged.sum()),
+                stop_reason=result.stop_reason,
+                draws=0,
+                steps=result.step_count,
+                sgd={
+                    "init": sgd_init,
+                    "loss": sgd_loss,
+                    "lr": sgd_lr,
+                    "batch_size": sgd_batch_size or None,
+                    "max_steps": sgd_max_steps,
+                    "epochs": sgd_epochs,
+                    "momentum": sgd_momentum,
+                    "stop_at_zero": sgd_stop,
+                },
+            )
+        summary.update(
+            seconds=time.perf_counter() - start,
+            message=result.message(),
+            arch=network.to_dict(),
+            prior=prior_obj.spec(),
+            seed=seed,
+            n_train=train_set.n,
+            n_test=test_set.n if test_set else None,
+            device=device,
+        )
         population = population.to("cpu")
         train_predictions = population.predict(train_set.x).numpy()
-        table = pd.DataFrame({"network": np.arange(len(population)),
-                              "train_error": population.errors(train_set.x, train_set.y).numpy()})
+        table = pd.DataFrame(
+            {"network": np.arange(len(population)), "train_error": population.errors(train_set.x, train_set.y).numpy()}
+        )
         if sampler == "sgd":
             table["converged"] = result.converged.cpu().numpy()
             table["steps"] = result.steps.cpu().numpy()
@@ -289,34 +383,55 @@ def sample_command(
 
 @app.command("bound")
 def bound(
-    student_widths: Annotated[str, typer.Option(help="student hidden widths (fcn, sfcn) or channels per conv layer "
-                                                     "(cnn, scnn), e.g. 16 or 16,16")],
-    teacher_widths: Annotated[Optional[str], typer.Option(help="teacher widths, one per student layer, e.g. 2 or "
-                                                               "2,2 (default: those of --teacher)")] = None,
+    student_widths: Annotated[
+        str,
+        typer.Option(help="student hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn), e.g. 16 or 16,16"),
+    ],
+    teacher_widths: Annotated[
+        str | None,
+        typer.Option(help="teacher widths, one per student layer, e.g. 2 or 2,2 (default: those of --teacher)"),
+    ] = None,
     arch: Annotated[str, typer.Option(help="fcn, sfcn, cnn or scnn (teacher and student)")] = "fcn",
-    in_dim: Annotated[Optional[int], typer.Option(help="fcn/sfcn: input dimension")] = None,
-    in_shape: Annotated[Optional[str], typer.Option(help="cnn/scnn: input shape C,L or C,H,W")] = None,
+    in_dim: Annotated[int | None, typer.Option(help="fcn/sfcn: input dimension")] = None,
+    in_shape: Annotated[str | None, typer.Option(help="cnn/scnn: input shape C,L or C,H,W")] = None,
     kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
     stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
     pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
     bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
-    prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., or uniform:A / gaussian:S "
-                                            "with --margin")] = "quantized:3",
-    zero_prob: Annotated[Optional[float], typer.Option(help="quantized: prior probability q0 of the level 0 "
-                                                            "(default 1/Q); the other levels share 1 - q0")] = None,
-    margin: Annotated[Optional[float], typer.Option(help="uniform/gaussian: angular margin alpha in radians, "
-                                                         "in (0, pi/2]")] = None,
-    teacher: Annotated[Optional[Path], typer.Option(help="population.pt holding one teacher network: the bound "
-                                                         "uses its weights (the student copies its settings)")] = None,
-    placements: Annotated[Optional[bool], typer.Option(
-        "--placements/--no-placements",
-        help="subtract the placement term: by default only where its condition is proven for --teacher; "
-             "--placements without --teacher assumes a teacher that meets it")] = None,
-    n: Annotated[Optional[int], typer.Option(help="training examples: also report epsilon = (C~ + ln(1/delta))/n")] = None,
+    prior: Annotated[
+        str, typer.Option(help="quantized:Q, quantized:L1,L2,..., or uniform:A / gaussian:S with --margin")
+    ] = "quantized:3",
+    zero_prob: Annotated[
+        float | None,
+        typer.Option(
+            help="quantized: prior probability q0 of the level 0 (default 1/Q); the other levels share 1 - q0"
+        ),
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="uniform/gaussian: angular margin alpha in radians, in (0, pi/2]")
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="population.pt holding one teacher network: the bound "
+            "uses its weights (the student copies its settings)"
+        ),
+    ] = None,
+    placements: Annotated[
+        bool | None,
+        typer.Option(
+            "--placements/--no-placements",
+            help="subtract the placement term: by default only where its condition is proven for --teacher; "
+            "--placements without --teacher assumes a teacher that meets it",
+        ),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="training examples: also report epsilon = (C~ + ln(1/delta))/n")] = None,
     delta: Annotated[float, typer.Option(help="failure probability delta")] = 0.05,
-    epsilon: Annotated[Optional[float], typer.Option(help="target error: also report the n_required for it")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="print exactly one JSON object instead of a table")] = False,
+    epsilon: Annotated[float | None, typer.Option(help="target error: also report the n_required for it")] = None,
+    plot: Annotated[Path | None, typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print exactly one JSON object instead of a table")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --plot file")] = False,
 ) -> None:
     """Upper bound on the effective complexity C~ = -ln p~ of a narrow teacher in a wider student.
@@ -372,12 +487,23 @@ def bound(
         if not plot.parent.is_dir():
             raise TypicalnetsError(f"the folder of --plot {plot} does not exist; create it or choose another path")
         if plot.exists() and not (overwrite and plot.is_file()):
-            raise TypicalnetsError(f"--plot {plot} already exists; pass --overwrite to replace it or choose another path")
-    inputs: dict[str, Any] = {"arch": arch, "student_widths": list(widths), "teacher_widths": list(teacher_arch.widths),
-                              "bias": student.bias, "teacher": str(teacher) if teacher else None}
+            raise TypicalnetsError(
+                f"--plot {plot} already exists; pass --overwrite to replace it or choose another path"
+            )
+    inputs: dict[str, Any] = {
+        "arch": arch,
+        "student_widths": list(widths),
+        "teacher_widths": list(teacher_arch.widths),
+        "bias": student.bias,
+        "teacher": str(teacher) if teacher else None,
+    }
     if convolutional:
-        inputs.update(in_shape=list(student.in_shape), kernel_size=list(student.kernel_size),
-                      stride=list(student.stride), pool=list(student.pool))
+        inputs.update(
+            in_shape=list(student.in_shape),
+            kernel_size=list(student.kernel_size),
+            stride=list(student.stride),
+            pool=list(student.pool),
+        )
     else:
         inputs.update(in_dim=student.in_dim)
     report = {**inputs, **report, "plot": str(plot) if plot else None}
@@ -394,8 +520,10 @@ def bound(
     if json_output:
         typer.echo(json.dumps(report, allow_nan=False))
         return
-    table = Table(title=f"C~ bound: {teacher_arch.describe()} teacher in {student.describe()} student, "
-                        f"prior {prior_obj.spec()} ({result.variant})")
+    table = Table(
+        title=f"C~ bound: {teacher_arch.describe()} teacher in {student.describe()} student, "
+        f"prior {prior_obj.spec()} ({result.variant})"
+    )
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row("C~ (nats)", f"{result.nats:.4f}")
@@ -456,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except typer.TyperException as exc:  # usage errors: unknown option, bad value type, missing option
         command = getattr(getattr(exc, "ctx", None), "command_path", "typicalnets")
-        console.print(f"error: {exc.format_message()}; see {command} --help", markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"error: {exc.format_message()}; see {command} --help", markup=False, highlight=False, soft_wrap=True
+        )
         return exc.exit_code
     finally:
         if in_main_thread:

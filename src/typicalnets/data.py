@@ -189,7 +189,16 @@ CLASS_NAMES = {
     "digits": tuple(str(digit) for digit in range(10)),
     "mnist": tuple(str(digit) for digit in range(10)),
     "fashion-mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
@@ -324,7 +333,9 @@ def load_binary_task(
     order[0::2], order[1::2] = drawn
     in_test = np.flatnonzero(np.isin(data.labels_test, (positive, negative)))
     standardization = _fit_standardization(
-        standardize, data.x_train[np.concatenate(pools)], data.value_max,
+        standardize,
+        data.x_train[np.concatenate(pools)],
+        data.value_max,
         f"classes {positive} and {negative} of {data.source}",
     )
 
@@ -477,8 +488,13 @@ def _load_digits() -> LabelledData:
     labels = digits.target.astype(np.int64)
     n_train = len(labels) // 2
     return LabelledData(
-        "digits", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
-        dict(enumerate(CLASS_NAMES["digits"])), value_max=16.0,
+        "digits",
+        images[:n_train],
+        labels[:n_train],
+        images[n_train:],
+        labels[n_train:],
+        dict(enumerate(CLASS_NAMES["digits"])),
+        value_max=16.0,
     )
 
 
@@ -588,15 +604,17 @@ def _load_mnist(data_dir: Path | None) -> LabelledData:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers only: loading any other global could run code."""
 
-    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
-    })
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -617,8 +635,10 @@ def _read_cifar_batch(handle: BinaryIO, where: str) -> tuple[np.ndarray, np.ndar
     labels = np.asarray(batch.get(b"labels", batch.get("labels")))
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         raise TypicalnetsError(f"{where} has no uint8 data array of shape (n, 3072); {fix}")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) or (
-        labels.size and not 0 <= labels.min() <= labels.max() < 10
+    if (
+        labels.shape != (len(data),)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (labels.size and not 0 <= labels.min() <= labels.max() < 10)
     ):
         raise TypicalnetsError(f"{where} lacks {len(data)} labels in 0-9; {fix}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -680,9 +700,7 @@ def _class_ids(labels: Any, source: str) -> np.ndarray:
         # int64 holds |id| < 2**63; casting NaN, inf or anything beyond would warn and give garbage
         whole = np.isfinite(labels) & (labels == np.round(labels)) & (np.abs(labels) < 2**63)
         if not whole.all():
-            raise TypicalnetsError(
-                f"labels in {source} must be integer class ids, got {labels[~whole][0]}; {fix}"
-            )
+            raise TypicalnetsError(f"labels in {source} must be integer class ids, got {labels[~whole][0]}; {fix}")
     return labels.astype(np.int64)
 
 
@@ -783,8 +801,13 @@ def _load_csv_source(path: Path) -> LabelledData:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # loadtxt warns on a file with no data rows
             table = np.loadtxt(
-                path, delimiter=",", skiprows=int(has_header), ndmin=2, dtype=np.float64,
-                quotechar='"', encoding="utf-8",
+                path,
+                delimiter=",",
+                skiprows=int(has_header),
+                ndmin=2,
+                dtype=np.float64,
+                quotechar='"',
+                encoding="utf-8",
             )
     except (OSError, ValueError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -806,5 +829,7 @@ def require_both_classes(data: Dataset, source: str) -> None:
     the estimator (``fit``) both refuse such a training set."""
     if data.n and bool((data.y == data.y[0]).all()):
         label = "+1" if int(data.y[0]) > 0 else "-1"
-        raise TypicalnetsError(f"every label in {source} is {label}, so any constant network interpolates it; "
-                               "give training examples of both classes")
+        raise TypicalnetsError(
+            f"every label in {source} is {label}, so any constant network interpolates it; "
+            "give training examples of both classes"
+        )

@@ -144,11 +144,31 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
     checks pass; tests/test_estimator.py lists every expected failure with its reason.
     """
 
-    def __init__(self, arch="fcn", widths=(16,), activation="relu", bias=True, input_shape=None, arch_options=None,
-                 prior="quantized:3", sampler="gc", n_networks=1, max_draws=DEFAULT_MAX_DRAWS, time_limit=None,
-                 engine="fast", batch_size=DEFAULT_BATCH, particles=DEFAULT_PARTICLES, sgd_init="prior",
-                 sgd_loss="logistic", sgd_lr=DEFAULT_LR, sgd_batch_size=None, sgd_max_steps=DEFAULT_MAX_STEPS,
-                 device="cpu", verbose=False, random_state=None):
+    def __init__(
+        self,
+        arch="fcn",
+        widths=(16,),
+        activation="relu",
+        bias=True,
+        input_shape=None,
+        arch_options=None,
+        prior="quantized:3",
+        sampler="gc",
+        n_networks=1,
+        max_draws=DEFAULT_MAX_DRAWS,
+        time_limit=None,
+        engine="fast",
+        batch_size=DEFAULT_BATCH,
+        particles=DEFAULT_PARTICLES,
+        sgd_init="prior",
+        sgd_loss="logistic",
+        sgd_lr=DEFAULT_LR,
+        sgd_batch_size=None,
+        sgd_max_steps=DEFAULT_MAX_STEPS,
+        device="cpu",
+        verbose=False,
+        random_state=None,
+    ):
         self.arch = arch
         self.widths = widths
         self.activation = activation
@@ -198,8 +218,9 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         max_draws = _positive_int(self.max_draws, "max_draws", allow_none=True)
         time_limit = self.time_limit
         if time_limit is not None and not (isinstance(time_limit, numbers.Real) and time_limit > 0):
-            raise TypicalnetsError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}; "
-                                   "pass e.g. time_limit=60")
+            raise TypicalnetsError(
+                f"time_limit must be a positive number of seconds or None, got {time_limit!r}; pass e.g. time_limit=60"
+            )
         device = torch.device(check_device(self.device))
         train = Dataset.from_arrays(self._inputs(X), np.where(y == classes[1], 1, -1), source="X, y")
         arch = self._build_arch(train.input_shape)
@@ -207,17 +228,28 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         rng = torch.Generator(device=device).manual_seed(seed)
         if sampler == "sgd":
-            result = train_sgd(arch, prior, train, count, rng, init=self.sgd_init, loss=self.sgd_loss,
-                               lr=self.sgd_lr, max_steps=_positive_int(self.sgd_max_steps, "sgd_max_steps"),
-                               batch_size=_positive_int(self.sgd_batch_size, "sgd_batch_size", allow_none=True),
-                               device=device, progress=self.verbose)
+            result = train_sgd(
+                arch,
+                prior,
+                train,
+                count,
+                rng,
+                init=self.sgd_init,
+                loss=self.sgd_loss,
+                lr=self.sgd_lr,
+                max_steps=_positive_int(self.sgd_max_steps, "sgd_max_steps"),
+                batch_size=_positive_int(self.sgd_batch_size, "sgd_batch_size", allow_none=True),
+                device=device,
+                progress=self.verbose,
+            )
             interpolates = result.converged.cpu().numpy()
             if not interpolates.all():
                 warnings.warn(
                     f"{count - int(interpolates.sum())} of {count} SGD networks did not reach zero training error in "
                     f"sgd_max_steps={result.step_count} steps; they stay in the ensemble (see interpolates_). "
                     "Raise sgd_max_steps or sgd_lr, or widen the network",
-                    ConvergenceWarning, stacklevel=2,
+                    ConvergenceWarning,
+                    stacklevel=2,
                 )
         else:
             result = self._sample(arch, prior, train, count, max_draws, time_limit, device, rng)
@@ -235,8 +267,12 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
         x = torch.from_numpy(self._inputs(X))
-        votes = torch.cat([self.population_.predict(x[start : start + DEFAULT_CHUNK]).sum(0, dtype=torch.float64)
-                           for start in range(0, len(x), DEFAULT_CHUNK)])
+        votes = torch.cat(
+            [
+                self.population_.predict(x[start : start + DEFAULT_CHUNK]).sum(0, dtype=torch.float64)
+                for start in range(0, len(x), DEFAULT_CHUNK)
+            ]
+        )
         return (votes / len(self.population_)).cpu().numpy()
 
     def predict_proba(self, X):
@@ -266,30 +302,57 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         shape = self.input_shape
         if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
             shape = (shape,)
-        if not isinstance(shape, (tuple, list)) or not shape or \
-                not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in shape):
-            raise TypicalnetsError(f"input_shape must be None or a tuple of positive integers like (1, 8, 8), "
-                                   f"got {self.input_shape!r}; pass e.g. input_shape=(1, 8, 8)")
+        if (
+            not isinstance(shape, (tuple, list))
+            or not shape
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in shape)
+        ):
+            raise TypicalnetsError(
+                f"input_shape must be None or a tuple of positive integers like (1, 8, 8), "
+                f"got {self.input_shape!r}; pass e.g. input_shape=(1, 8, 8)"
+            )
         return tuple(int(v) for v in shape)
 
     def _build_arch(self, input_shape: tuple[int, ...]) -> Architecture:
         if self.arch in IMAGE_ARCHS and self.input_shape is None:
-            raise TypicalnetsError(f"arch={self.arch!r} needs input_shape, e.g. input_shape=(1, 8, 8), to reshape "
-                                   "each row of X into an image; set input_shape")
+            raise TypicalnetsError(
+                f"arch={self.arch!r} needs input_shape, e.g. input_shape=(1, 8, 8), to reshape "
+                "each row of X into an image; set input_shape"
+            )
         widths = (self.widths,) if isinstance(self.widths, numbers.Integral) else self.widths
-        if not isinstance(widths, (tuple, list)) or \
-                not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in widths):
-            raise TypicalnetsError(f"widths must be a positive integer or a tuple of them like (16,) or (8, 8), "
-                                   f"got {self.widths!r}; pass e.g. widths=(16,)")
+        if not isinstance(widths, (tuple, list)) or not all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in widths
+        ):
+            raise TypicalnetsError(
+                f"widths must be a positive integer or a tuple of them like (16,) or (8, 8), "
+                f"got {self.widths!r}; pass e.g. widths=(16,)"
+            )
         options = {} if self.arch_options is None else self.arch_options
         if not isinstance(options, dict) or set(options) - set(ARCH_OPTIONS):
-            raise TypicalnetsError(f"arch_options must be None or a dict with keys among {', '.join(ARCH_OPTIONS)}; "
-                                   f"got {self.arch_options!r}")
-        return build_arch(self.arch, input_shape, tuple(int(w) for w in widths),
-                          _string(self.activation, "activation"), bool(self.bias), **options)
+            raise TypicalnetsError(
+                f"arch_options must be None or a dict with keys among {', '.join(ARCH_OPTIONS)}; "
+                f"got {self.arch_options!r}"
+            )
+        return build_arch(
+            self.arch,
+            input_shape,
+            tuple(int(w) for w in widths),
+            _string(self.activation, "activation"),
+            bool(self.bias),
+            **options,
+        )
 
-    def _sample(self, arch: Architecture, prior: Prior, train: Dataset, count: int, max_draws: int | None,
-                time_limit: float | None, device: torch.device, rng: torch.Generator):
+    def _sample(
+        self,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        count: int,
+        max_draws: int | None,
+        time_limit: float | None,
+        device: torch.device,
+        rng: torch.Generator,
+    ):
         budget = "raise max_draws or time_limit (None for no limit)"
         if self.sampler == "gc":
             gc = GuessAndCheck(arch, prior, train, _positive_int(self.batch_size, "batch_size"), device, self.engine)
@@ -304,21 +367,35 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn(
                     f"Guess & Check found {result.count} of the {count} interpolators asked for {stopped}; the "
                     f"ensemble keeps those {result.count}. To get all {count}, {budget} or use sampler='smc'",
-                    ConvergenceWarning, stacklevel=3,
+                    ConvergenceWarning,
+                    stacklevel=3,
                 )
             return result
         particles = _positive_int(self.particles, "particles")
         if count > particles:
-            raise TypicalnetsError(f"n_networks={count} exceeds particles={particles}; SMC returns at most one "
-                                   "network per particle, so raise particles")
-        result = sample_smc(lambda: SequentialMonteCarlo(arch, prior, train, particles, device=device),
-                            rng, count, 1, max_draws, time_limit, self.verbose)
+            raise TypicalnetsError(
+                f"n_networks={count} exceeds particles={particles}; SMC returns at most one "
+                "network per particle, so raise particles"
+            )
+        result = sample_smc(
+            lambda: SequentialMonteCarlo(arch, prior, train, particles, device=device),
+            rng,
+            count,
+            1,
+            max_draws,
+            time_limit,
+            self.verbose,
+        )
         if result.stop_reason == "degenerate":
-            raise RuntimeError(f"SMC lost every particle on the {train.n} training examples; raise particles, "
-                               "widen the network or use sampler='sgd'")
+            raise RuntimeError(
+                f"SMC lost every particle on the {train.n} training examples; raise particles, "
+                "widen the network or use sampler='sgd'"
+            )
         if result.stop_reason != "count":
-            raise RuntimeError(f"SMC stopped when {result.stop_reason.replace('_', ' ')} was reached, before the "
-                               f"last training example ({result.draws:,} network evaluations); {budget}")
+            raise RuntimeError(
+                f"SMC stopped when {result.stop_reason.replace('_', ' ')} was reached, before the "
+                f"last training example ({result.draws:,} network evaluations); {budget}"
+            )
         return result
 
 
@@ -327,7 +404,9 @@ def _positive_int(value, name: str, allow_none: bool = False) -> int | None:
         return None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
         return int(value)
-    raise TypicalnetsError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}; pass a valid {name}")
+    raise TypicalnetsError(
+        f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}; pass a valid {name}"
+    )
 
 
 def _string(value, name: str) -> str:

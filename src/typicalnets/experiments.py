@@ -69,16 +69,18 @@ def parse_method(method: str) -> tuple[str, str, str]:
     sampler, _, rest = method.partition(":")
     student, _, shape = rest.partition(":")
     if sampler not in SAMPLERS or student not in STUDENTS:
-        raise ValueError(f"method {method!r} must be SAMPLER:STUDENT[:SHAPE] with SAMPLER in {SAMPLERS} and "
-                         f"STUDENT in {STUDENTS}")
+        raise ValueError(
+            f"method {method!r} must be SAMPLER:STUDENT[:SHAPE] with SAMPLER in {SAMPLERS} and STUDENT in {STUDENTS}"
+        )
     if shape:
         try:
             values = [float(v) for v in shape.split("x")] if student == "lenet" else [int(v) for v in shape.split("x")]
         except ValueError:
             values = []
         if len(values) != 1 if student == "lenet" else not values:
-            raise ValueError(f"method {method!r}: SHAPE is hidden widths joined by x (fcn:32x32) or a lenet width "
-                             "factor (lenet:0.5)")
+            raise ValueError(
+                f"method {method!r}: SHAPE is hidden widths joined by x (fcn:32x32) or a lenet width factor (lenet:0.5)"
+            )
         if any(v <= 0 for v in values):
             raise ValueError(f"method {method!r}: widths and width factors must be positive")
     return sampler, student, shape
@@ -99,8 +101,11 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seeds: list[int] = Field([0], description="task seeds; one teacher and dataset per seed")
-    dataset: str = Field("", description="offline data set (digits, fashion-mnist, mnist, cifar10 or an .npz/.csv "
-                                         "path) instead of a teacher-student task")
+    dataset: str = Field(
+        "",
+        description="offline data set (digits, fashion-mnist, mnist, cifar10 or an .npz/.csv "
+        "path) instead of a teacher-student task",
+    )
     classes: list[str] = Field([], description="dataset: the class pair A,B (A is labelled +1)")
     data_dir: str = Field("", description="dataset: directory holding fashion-mnist, mnist or cifar10 files")
     standardize: str = Field("global", description="dataset: none, global or feature")
@@ -120,8 +125,9 @@ class RunConfig(BaseModel):
     device: Literal["cpu", "cuda"] = Field("cpu", description="where samplers and SGD run")
     engine: Literal["fast", "native", "torch", "baseline"] = Field("fast", description="G&C engine")
     label_noise: float = Field(0.0, ge=0.0, lt=0.5, description="probability of flipping each training label")
-    random_labels: bool = Field(False, description="replace every train and test label by a fair coin flip "
-                                                   "(no teacher: nothing to generalize)")
+    random_labels: bool = Field(
+        False, description="replace every train and test label by a fair coin flip (no teacher: nothing to generalize)"
+    )
     max_majority: float = Field(0.75, ge=0.5, le=1.0, description="largest majority-label share of the teacher")
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
     time_limit: float = Field(300.0, gt=0, description="G&C time budget per cell, seconds")
@@ -179,7 +185,7 @@ class RunConfig(BaseModel):
         return parse_prior(value).spec()
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> "RunConfig":
+    def _check_sizes(self) -> RunConfig:
         for name in ("seeds", "teacher_widths", "student_widths", "n"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is empty; give at least one value")
@@ -202,7 +208,7 @@ class RunConfig(BaseModel):
         return self
 
     @classmethod
-    def build(cls, values: dict[str, Any], strict: bool = False) -> "RunConfig":
+    def build(cls, values: dict[str, Any], strict: bool = False) -> RunConfig:
         """Validate ``values``, turning the first problem into a one-line TypicalnetsError. With
         ``strict`` every value must have its field's exact type (``count = true`` or ``bias = "yes"``
         in a TOML file are refused, not read as 1 and True); lists may still be comma-separated strings."""
@@ -259,12 +265,20 @@ def build_task(config: RunConfig, seed: int) -> Task:
     """The seed's teacher (none for a data set) and data: train on the first n of a pool of max(n) examples."""
     gen = torch.Generator().manual_seed(derived_seed("task", seed))
     if not config.dataset:  # inputs and labels of the pool, the test set and the teacher's probe, and a copy of each
-        check_memory_bytes(2 * (max(config.n) + config.n_test + PROBE_SIZE) * (4 * config.in_dim + 1),
-                           f"{max(config.n):,} training and {config.n_test:,} test inputs of dimension {config.in_dim:,}",
-                           "lower n, n_test or in_dim")
+        check_memory_bytes(
+            2 * (max(config.n) + config.n_test + PROBE_SIZE) * (4 * config.in_dim + 1),
+            f"{max(config.n):,} training and {config.n_test:,} test inputs of dimension {config.in_dim:,}",
+            "lower n, n_test or in_dim",
+        )
     if config.dataset:
-        task = load_binary_task(config.dataset, config.classes or None, math.ceil(max(config.n) / 2), seed=seed,
-                                standardize=config.standardize, data_dir=config.data_dir or None)
+        task = load_binary_task(
+            config.dataset,
+            config.classes or None,
+            math.ceil(max(config.n) / 2),
+            seed=seed,
+            standardize=config.standardize,
+            data_dir=config.data_dir or None,
+        )
         flipped = torch.rand(task.train.n, generator=gen) < config.label_noise
         noisy = torch.where(flipped, -task.train.y, task.train.y).to(torch.int8)
         return Task(None, Dataset(task.train.x, noisy), task.test, flipped, task.info())
@@ -275,8 +289,9 @@ def build_task(config: RunConfig, seed: int) -> Task:
     task = make_task(teacher, max(config.n), config.n_test, gen, config.input, config.label_noise)
     if config.random_labels:
         train_y, test_y = (2 * torch.randint(2, (count,), generator=gen) - 1 for count in (task.train.n, task.test.n))
-        task = replace(task, train=Dataset(task.train.x, train_y.to(torch.int8)),
-                       test=Dataset(task.test.x, test_y.to(torch.int8)))
+        task = replace(
+            task, train=Dataset(task.train.x, train_y.to(torch.int8)), test=Dataset(task.test.x, test_y.to(torch.int8))
+        )
     return task
 
 
@@ -293,8 +308,9 @@ class CellResult:
     summary: dict[str, Any]
 
 
-def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | None = None,
-             progress: bool = False) -> CellResult:
+def run_cell(
+    config: RunConfig, method: str, n: int, seed: int, task: Task | None = None, progress: bool = False
+) -> CellResult:
     """One (method, n, seed): sample or train ``config.count`` networks and measure their errors."""
     task = build_task(config, seed) if task is None else task
     sampler, student, shape = parse_method(method)
@@ -307,40 +323,86 @@ def run_cell(config: RunConfig, method: str, n: int, seed: int, task: Task | Non
     if sampler in ("gc", "smc"):
         result = None
         if sampler == "gc":
-            result = sample(GuessAndCheck(arch, config.prior_obj, train, config.batch_size, device, config.engine), rng,
-                            config.count, config.max_draws, config.time_limit, progress, label)
+            result = sample(
+                GuessAndCheck(arch, config.prior_obj, train, config.batch_size, device, config.engine),
+                rng,
+                config.count,
+                config.max_draws,
+                config.time_limit,
+                progress,
+                label,
+            )
         if sampler == "smc" or (result.count < config.count and config.smc_fallback):
             sampler = "smc"
-            result = sample_smc(lambda: SequentialMonteCarlo(arch, config.prior_obj, train, config.smc_particles,
-                                                             refresh=config.smc_refresh, device=device),
-                                rng, config.count, config.smc_repeats, progress=progress)
+            result = sample_smc(
+                lambda: SequentialMonteCarlo(
+                    arch, config.prior_obj, train, config.smc_particles, refresh=config.smc_refresh, device=device
+                ),
+                rng,
+                config.count,
+                config.smc_repeats,
+                progress=progress,
+            )
         population, draws = result.population, result.draws
         log_low, log_high = result.log_prob_interpolate_ci
-        summary.update(sampler=sampler, networks=result.count, draws=result.draws,
-                       log_prob_interpolate=result.log_prob_interpolate, log_prob_ci_low=log_low,
-                       log_prob_ci_high=log_high, stop_reason=result.stop_reason, seconds=result.seconds,
-                       message=result.message())
+        summary.update(
+            sampler=sampler,
+            networks=result.count,
+            draws=result.draws,
+            log_prob_interpolate=result.log_prob_interpolate,
+            log_prob_ci_low=log_low,
+            log_prob_ci_high=log_high,
+            stop_reason=result.stop_reason,
+            seconds=result.seconds,
+            message=result.message(),
+        )
         if sampler == "gc":
             low, high = result.acceptance_ci
             summary.update(acceptance_rate=result.acceptance_rate, acceptance_ci_low=low, acceptance_ci_high=high)
         converged = [True] * len(population)
         steps = [0] * len(population)
     else:
-        result = train_sgd(arch, config.prior_obj, train, config.count, rng, init=config.sgd_init,
-                           loss=config.sgd_loss, lr=config.sgd_lr, batch_size=config.sgd_batch_size or None,
-                           max_steps=config.sgd_max_steps, device=device, progress=progress)
+        result = train_sgd(
+            arch,
+            config.prior_obj,
+            train,
+            config.count,
+            rng,
+            init=config.sgd_init,
+            loss=config.sgd_loss,
+            lr=config.sgd_lr,
+            batch_size=config.sgd_batch_size or None,
+            max_steps=config.sgd_max_steps,
+            device=device,
+            progress=progress,
+        )
         population, draws = result.population, 0
         converged = result.converged.tolist()
         steps = result.steps.tolist()
-        summary.update(networks=len(population), converged=int(sum(converged)), stop_reason=result.stop_reason,
-                       seconds=result.seconds, message=result.message())
+        summary.update(
+            networks=len(population),
+            converged=int(sum(converged)),
+            stop_reason=result.stop_reason,
+            seconds=result.seconds,
+            message=result.message(),
+        )
     population = population.to("cpu")
     train_err = population.errors(train.x, train.y).tolist()
     test_err = population.errors(test.x, test.y).tolist()
     rows = [
-        {"method": method, "sampler": sampler, "arch": arch.describe(), "n": n, "seed": seed, "network": i,
-         "train_error": train_err[i], "test_error": test_err[i], "draws": draws,
-         "converged": converged[i], "steps": steps[i]}
+        {
+            "method": method,
+            "sampler": sampler,
+            "arch": arch.describe(),
+            "n": n,
+            "seed": seed,
+            "network": i,
+            "train_error": train_err[i],
+            "test_error": test_err[i],
+            "draws": draws,
+            "converged": converged[i],
+            "steps": steps[i],
+        }
         for i in range(len(population))
     ]
     return CellResult(rows, summary)
@@ -350,8 +412,12 @@ def student_bounds(config: RunConfig, task: Task) -> dict[str, float]:
     """C~ (nats) of each G&C/SMC method's student for this task's teacher: teacher-specific, with the
     placement term where it is proven (``typicalnets.theory.c_tilde_for``). Only noiseless
     teacher-student tasks with a quantized prior have one."""
-    if task.teacher is None or config.label_noise > 0 or config.random_labels or \
-            not isinstance(config.prior_obj, QuantizedUniform):
+    if (
+        task.teacher is None
+        or config.label_noise > 0
+        or config.random_labels
+        or not isinstance(config.prior_obj, QuantizedUniform)
+    ):
         return {}
     bounds = {}
     for method in config.methods:
@@ -367,8 +433,14 @@ def experiment_inputs(config: RunConfig) -> list[Path]:
     return [Path(path) for path in (config.teacher, config.dataset) if path and Path(path).exists()]
 
 
-def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progress: bool = True,
-                   console: Console | None = None, inputs: list[Path] = ()) -> pd.DataFrame:
+def run_experiment(
+    config: RunConfig,
+    out: Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    inputs: list[Path] = (),
+) -> pd.DataFrame:
     """Run every cell; write results.csv/.parquet, cells.csv, accuracy.csv, manifest.json and plots.
 
     Plots: test error against n (with the C~ bound of each student, for teacher-student tasks),
@@ -400,40 +472,73 @@ def run_experiment(config: RunConfig, out: Path, overwrite: bool = False, progre
                     rows.extend(cell.rows)
                     cells.append(cell.summary)
                     console.print(f"[dim]{cell.summary['message']}[/dim]  ({method}, n={n}, seed={seed})")
-        table = pd.DataFrame(rows, columns=["method", "sampler", "arch", "n", "seed", "network", "train_error",
-                                            "test_error", "draws", "converged", "steps"])
+        table = pd.DataFrame(
+            rows,
+            columns=[
+                "method",
+                "sampler",
+                "arch",
+                "n",
+                "seed",
+                "network",
+                "train_error",
+                "test_error",
+                "draws",
+                "converged",
+                "steps",
+            ],
+        )
         table.to_csv(staging / "results.csv", index=False)
         table.to_parquet(staging / "results.parquet", index=False)
         cell_table = pd.DataFrame(cells)
         cell_table.to_csv(staging / "cells.csv", index=False)
         accuracy_intervals(table).to_csv(staging / "accuracy.csv", index=False)
         # One bound per method: the largest over seeds (every seed's C~ bounds its own cells).
-        method_bounds = {m: max(b[m] for b in bounds.values() if m in b) for m in config.methods
-                         if any(m in b for b in bounds.values())}
-        violations = pd.concat([volume_violations(cell_table[cell_table["seed"] == seed], bounds[seed])
-                                for seed in config.seeds]) if len(cell_table) else cell_table
-        title = (f"{config.dataset} {','.join(config.classes)}" if config.dataset else
-                 f"teacher fcn{config.teacher_widths} -> students {config.student_widths}") + f", {config.prior}"
+        method_bounds = {
+            m: max(b[m] for b in bounds.values() if m in b)
+            for m in config.methods
+            if any(m in b for b in bounds.values())
+        }
+        violations = (
+            pd.concat(
+                [volume_violations(cell_table[cell_table["seed"] == seed], bounds[seed]) for seed in config.seeds]
+            )
+            if len(cell_table)
+            else cell_table
+        )
+        title = (
+            f"{config.dataset} {','.join(config.classes)}"
+            if config.dataset
+            else f"teacher fcn{config.teacher_widths} -> students {config.student_widths}"
+        ) + f", {config.prior}"
         if len(table):
             plot_error_vs_n(table, staging / "test_error_vs_n.png", title, method_bounds)
             plot_accuracy_vs_n(table, staging / "test_accuracy_vs_n.png", title)
         if method_bounds and len(cell_table):
             plot_volume_vs_n(cell_table, staging / "volume_vs_c_tilde.png", method_bounds, title)
-        write_json(staging / "manifest.json", {
-            "config": config.model_dump(),
-            "seconds": time.perf_counter() - start,
-            "torch": torch.__version__,
-            "data": data_info,
-            "c_tilde": {str(seed): b for seed, b in bounds.items()},
-            "bound_violations": violations[["method", "n", "seed", "log_prob_interpolate", "log_prob_ci_high",
-                                            "c_tilde"]].to_dict("records") if len(violations) else [],
-            "cells": cells,
-        })
+        write_json(
+            staging / "manifest.json",
+            {
+                "config": config.model_dump(),
+                "seconds": time.perf_counter() - start,
+                "torch": torch.__version__,
+                "data": data_info,
+                "c_tilde": {str(seed): b for seed, b in bounds.items()},
+                "bound_violations": violations[
+                    ["method", "n", "seed", "log_prob_interpolate", "log_prob_ci_high", "c_tilde"]
+                ].to_dict("records")
+                if len(violations)
+                else [],
+                "cells": cells,
+            },
+        )
     print_summary(table, console)
     for record in violations.to_dict("records") if len(violations) else []:
-        console.print(f"[bold red]BOUND VIOLATED: {record['method']} n={record['n']} seed={record['seed']}: "
-                      f"-ln P(L_S = 0) >= {-record['log_prob_ci_high']:.2f} > C~ = {record['c_tilde']:.2f}; "
-                      "the sampler or the bound is wrong: please report it[/bold red]")
+        console.print(
+            f"[bold red]BOUND VIOLATED: {record['method']} n={record['n']} seed={record['seed']}: "
+            f"-ln P(L_S = 0) >= {-record['log_prob_ci_high']:.2f} > C~ = {record['c_tilde']:.2f}; "
+            "the sampler or the bound is wrong: please report it[/bold red]"
+        )
     console.print(f"results in {out}")
     return table
 
@@ -456,7 +561,19 @@ def print_summary(table: pd.DataFrame, console: Console) -> None:
         return
     quantiles = error_quantiles(table)
     sizes = sorted(quantiles["n"].unique())
-    console.print(_table_by_n("test error: median [IQR] (networks)", quantiles, sizes,
-                              lambda r: f"{r['median']:.3f} [{r['q25']:.3f}-{r['q75']:.3f}] ({r['networks']})"))
-    console.print(_table_by_n("test accuracy: mean ± 95% interval", accuracy_intervals(table), sizes,
-                              lambda r: f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci_high'] - r['accuracy_mean']:.3f}"))
+    console.print(
+        _table_by_n(
+            "test error: median [IQR] (networks)",
+            quantiles,
+            sizes,
+            lambda r: f"{r['median']:.3f} [{r['q25']:.3f}-{r['q75']:.3f}] ({r['networks']})",
+        )
+    )
+    console.print(
+        _table_by_n(
+            "test accuracy: mean ± 95% interval",
+            accuracy_intervals(table),
+            sizes,
+            lambda r: f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci_high'] - r['accuracy_mean']:.3f}",
+        )
+    )

@@ -47,8 +47,14 @@ from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 ACTIVATION_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 28}
 
 
-def draw_fast(arch: Architecture, prior: Prior, size: int, generator: torch.Generator,
-              dtype: torch.dtype = torch.float32, mirror: bool = False) -> Population:
+def draw_fast(
+    arch: Architecture,
+    prior: Prior,
+    size: int,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    mirror: bool = False,
+) -> Population:
     """Draw ``size`` networks i.i.d. from ``prior`` with few, large random-number calls.
 
     Quantized priors take ceil(log2 Q) raw random bits per weight (codes >= Q are rejected and
@@ -155,8 +161,15 @@ class CheckStats:
 class FastChecker:
     """Zero-training-error decisions for stacked populations, with early rejection."""
 
-    def __init__(self, arch: Architecture, train: Dataset, margin: float = DEFAULT_MARGIN,
-                 device: torch.device | str = "cpu", early_rejection: bool = True, grouped: bool | None = None):
+    def __init__(
+        self,
+        arch: Architecture,
+        train: Dataset,
+        margin: float = DEFAULT_MARGIN,
+        device: torch.device | str = "cpu",
+        early_rejection: bool = True,
+        grouped: bool | None = None,
+    ):
         arch.check_input(train.x)
         self.arch, self.margin, self.grouped = arch, margin, grouped
         order = class_interleaved_order(train.y)
@@ -251,8 +264,15 @@ class NativeEngine:
     pairs is Binomial(pairs, 2 P(L_S = 0)) (see ``SampleResult.acceptance_ci``).
     """
 
-    def __init__(self, kernel, arch: Architecture, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN,
-                 mirror: bool = True):
+    def __init__(
+        self,
+        kernel,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        margin: float = DEFAULT_MARGIN,
+        mirror: bool = True,
+    ):
         self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
         order = class_interleaved_order(train.y)
         self.x = np.ascontiguousarray(train.x[order].numpy(), dtype=np.float32)
@@ -268,7 +288,7 @@ class NativeEngine:
         else:
             self.head = (1, arch.layer_sizes[-2], int(arch.bias))
         # Hidden dense layers come out of the stream column by column (the kernel reads them transposed).
-        self.transposed = {"w3", "w4"} if isinstance(arch, LeNet) else {f"w{l}" for l in range(1, arch.depth)}
+        self.transposed = {"w3", "w4"} if isinstance(arch, LeNet) else {f"w{layer}" for layer in range(1, arch.depth)}
         kernel.tn_set_threads(torch.get_num_threads())
 
     @staticmethod
@@ -296,13 +316,23 @@ class NativeEngine:
         x, y, n = self.x.ctypes.data, self.y.ctypes.data, len(self.y)
         if isinstance(self.arch, LeNet):
             c0, h, w = self.arch.in_shape
-            evaluated = self.kernel.tn_lenet_check(x, y, n, c0, h, w, *self.arch.layer_widths, self.arch.outputs,
-                                                   *common)
+            evaluated = self.kernel.tn_lenet_check(
+                x, y, n, c0, h, w, *self.arch.layer_widths, self.arch.outputs, *common
+            )
         else:
             widths = np.asarray(self.arch.layer_sizes[:-1], dtype=np.int32)
             activation = ("relu", "sign", "leaky-relu", "tanh").index(self.arch.activation)
-            evaluated = self.kernel.tn_fcn_check(x, y, n, widths.ctypes.data, self.arch.depth, int(self.arch.bias),
-                                                 int(self.arch.scaled), activation, *common)
+            evaluated = self.kernel.tn_fcn_check(
+                x,
+                y,
+                n,
+                widths.ctypes.data,
+                self.arch.depth,
+                int(self.arch.bias),
+                int(self.arch.scaled),
+                activation,
+                *common,
+            )
         return status, int(evaluated)
 
     def draw(self, key: int, ids) -> Population:
@@ -310,8 +340,19 @@ class NativeEngine:
         kind, a, levels, q = self.prior_args
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
         flat = np.empty((len(ids), self.n_params), dtype=np.float32)
-        self.kernel.tn_draw(key, ids.ctypes.data, len(ids), self.n_params, kind, a, levels.ctypes.data, q,
-                            int(self.mirror), *self.head, flat.ctypes.data)
+        self.kernel.tn_draw(
+            key,
+            ids.ctypes.data,
+            len(ids),
+            self.n_params,
+            kind,
+            a,
+            levels.ctypes.data,
+            q,
+            int(self.mirror),
+            *self.head,
+            flat.ctypes.data,
+        )
         return stream_population(self.arch, self.prior, torch.from_numpy(flat), self.transposed)
 
 
@@ -335,8 +376,16 @@ class CudaEngine:
     network's parameters on the device for the full-precision re-check.
     """
 
-    def __init__(self, kernel, arch: LeNet, prior: Prior, train: Dataset, margin: float = DEFAULT_MARGIN,
-                 mirror: bool = True, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        kernel,
+        arch: LeNet,
+        prior: Prior,
+        train: Dataset,
+        margin: float = DEFAULT_MARGIN,
+        mirror: bool = True,
+        device: torch.device | str = "cpu",
+    ):
         self.kernel, self.arch, self.prior, self.margin = kernel, arch, prior, margin
         order = class_interleaved_order(train.y)
         self.x = train.x[order].to(device=device, dtype=torch.float32).contiguous()
@@ -349,8 +398,10 @@ class CudaEngine:
         self.mirror = mirror and can_mirror(arch, prior)
         self.n_params = arch.num_params()
         if kernel.layout[8] != self.n_params:
-            raise TypicalnetsError(f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}; "
-                                   "clear the kernel cache (TYPICALNETS_CACHE) and retry")
+            raise TypicalnetsError(
+                f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}; "
+                "clear the kernel cache (TYPICALNETS_CACHE) and retry"
+            )
         self.transposed = {"w3", "w4"}
 
     @staticmethod
@@ -367,8 +418,9 @@ class CudaEngine:
         if count % self.draws_per_trial:
             raise ValueError(f"mirrored pairs need an even count, got {count}")
         status = torch.empty(count, dtype=torch.int8, device=self.x.device)
-        evaluated = self.kernel.check(self.x, self.y, self.prior_args, key, count // self.draws_per_trial,
-                                      self.margin, self.mirror, status)
+        evaluated = self.kernel.check(
+            self.x, self.y, self.prior_args, key, count // self.draws_per_trial, self.margin, self.mirror, status
+        )
         return status.cpu().numpy(), evaluated
 
     def draw(self, key: int, ids) -> Population:

@@ -63,21 +63,27 @@ class QuantizedUniform(Prior):
         if len(levels) < 2:
             raise TypicalnetsError("a quantized prior needs at least 2 levels; give Q >= 3 or a list like -1,0,1")
         if len(levels) > MAX_LEVELS:
-            raise TypicalnetsError(f"a quantized prior has at most {MAX_LEVELS:,} levels, got {len(levels):,}; "
-                                   "use fewer levels, or uniform:A for a continuum")
+            raise TypicalnetsError(
+                f"a quantized prior has at most {MAX_LEVELS:,} levels, got {len(levels):,}; "
+                "use fewer levels, or uniform:A for a continuum"
+            )
         if len(set(levels)) != len(levels) or not all(math.isfinite(v) for v in levels):
-            raise TypicalnetsError(f"quantized levels must be distinct finite numbers, got {levels[:8]}; "
-                                   "list each level once, e.g. quantized:-1,0,1")
+            raise TypicalnetsError(
+                f"quantized levels must be distinct finite numbers, got {levels[:8]}; "
+                "list each level once, e.g. quantized:-1,0,1"
+            )
         object.__setattr__(self, "levels", tuple(sorted(levels)))
 
     @classmethod
-    def evenly_spaced(cls, q: int) -> "QuantizedUniform":
+    def evenly_spaced(cls, q: int) -> QuantizedUniform:
         if q > MAX_LEVELS:
-            raise TypicalnetsError(f"quantized:{q} has more than {MAX_LEVELS:,} levels; use fewer levels, or "
-                                   "uniform:1.0 for a continuum")
+            raise TypicalnetsError(
+                f"quantized:{q} has more than {MAX_LEVELS:,} levels; use fewer levels, or uniform:1.0 for a continuum"
+            )
         if q < 3 or q % 2 == 0:
             raise TypicalnetsError(
-                f"quantized:{q} needs an odd Q >= 3 so that 0 is a level; use e.g. quantized:3, or list levels as quantized:-1,0,1"
+                f"quantized:{q} needs an odd Q >= 3 so that 0 is a level; use e.g. quantized:3, or list levels as "
+                "quantized:-1,0,1"
             )
         # Exact rational steps: linspace leaves the middle level at ~1e-17 instead of 0 for many Q.
         return cls(tuple((2 * i - (q - 1)) / (q - 1) for i in range(q)))

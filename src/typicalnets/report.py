@@ -45,10 +45,19 @@ def accuracy_intervals(rows: pd.DataFrame) -> pd.DataFrame:
     records = []
     for (method, n), part in rows.groupby(["method", "n"], sort=False):
         mean, half = mean_t_interval(1.0 - part["test_error"].to_numpy(dtype=float))
-        records.append({"method": method, "n": n, "accuracy_mean": mean, "accuracy_ci_low": mean - half,
-                        "accuracy_ci_high": mean + half, "networks": len(part)})
-    return pd.DataFrame(records, columns=["method", "n", "accuracy_mean", "accuracy_ci_low", "accuracy_ci_high",
-                                          "networks"])
+        records.append(
+            {
+                "method": method,
+                "n": n,
+                "accuracy_mean": mean,
+                "accuracy_ci_low": mean - half,
+                "accuracy_ci_high": mean + half,
+                "networks": len(part),
+            }
+        )
+    return pd.DataFrame(
+        records, columns=["method", "n", "accuracy_mean", "accuracy_ci_low", "accuracy_ci_high", "networks"]
+    )
 
 
 def plot_accuracy_vs_n(rows: pd.DataFrame, path: Path, title: str = "") -> None:
@@ -57,15 +66,21 @@ def plot_accuracy_vs_n(rows: pd.DataFrame, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, part in table.groupby("method", sort=False):
         part = part.sort_values("n")
-        ax.errorbar(part["n"], part["accuracy_mean"],
-                    yerr=[part["accuracy_mean"] - part["accuracy_ci_low"], part["accuracy_ci_high"] - part["accuracy_mean"]],
-                    marker="o", capsize=3, label=method)
+        ax.errorbar(
+            part["n"],
+            part["accuracy_mean"],
+            yerr=[part["accuracy_mean"] - part["accuracy_ci_low"], part["accuracy_ci_high"] - part["accuracy_mean"]],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     _save_against_n(fig, ax, path, "test accuracy (mean, 95% interval)", title)
 
 
-def plot_error_vs_n(rows: pd.DataFrame, path: Path, title: str = "", bounds: dict[str, float] | None = None,
-                    delta: float = 0.05) -> None:
+def plot_error_vs_n(
+    rows: pd.DataFrame, path: Path, title: str = "", bounds: dict[str, float] | None = None, delta: float = 0.05
+) -> None:
     """Test error against n: the median per method, with the interquartile range shaded.
 
     ``bounds`` maps a method to its C~ (nats): the bound (C~ + ln(1/delta)) / n that a typical
@@ -78,8 +93,14 @@ def plot_error_vs_n(rows: pd.DataFrame, path: Path, title: str = "", bounds: dic
         ax.fill_between(part["n"], part["q25"], part["q75"], color=line.get_color(), alpha=0.2)
         if bounds and method in bounds:
             grid = np.geomspace(part["n"].min(), part["n"].max(), 50)
-            ax.plot(grid, (bounds[method] + math.log(1 / delta)) / grid, ls="--", color=line.get_color(), lw=1,
-                    label=f"{method} bound (C~={bounds[method]:.1f})")
+            ax.plot(
+                grid,
+                (bounds[method] + math.log(1 / delta)) / grid,
+                ls="--",
+                color=line.get_color(),
+                lw=1,
+                label=f"{method} bound (C~={bounds[method]:.1f})",
+            )
     ax.set_ylim(0, 1.0)
     _save_against_n(fig, ax, path, "test error (median, IQR shaded)", title)
 
@@ -101,15 +122,30 @@ def plot_volume_vs_n(cells: pd.DataFrame, path: Path, bounds: dict[str, float], 
     bad = volume_violations(measured, bounds)
     for method, part in measured.groupby("method", sort=False):
         part = part.groupby("n", as_index=False).agg(
-            value=("log_prob_interpolate", "mean"), low=("log_prob_ci_low", "min"), high=("log_prob_ci_high", "max"))
+            value=("log_prob_interpolate", "mean"), low=("log_prob_ci_low", "min"), high=("log_prob_ci_high", "max")
+        )
         value = -part["value"].replace(-np.inf, np.nan)
         upper = -part["low"].replace(-np.inf, np.nan)  # an open interval (no acceptance) has no finite top
         (line,) = ax.plot(part["n"], value, marker="o", label=f"{method}")
-        ax.fill_between(part["n"], -part["high"], upper.fillna(value.max() if value.notna().any() else 0),
-                        color=line.get_color(), alpha=0.2)
+        ax.fill_between(
+            part["n"],
+            -part["high"],
+            upper.fillna(value.max() if value.notna().any() else 0),
+            color=line.get_color(),
+            alpha=0.2,
+        )
         if method in bounds:
-            ax.axhline(bounds[method], color=line.get_color(), ls="--", lw=1, label=f"C~ {method} = {bounds[method]:.1f}")
+            ax.axhline(
+                bounds[method], color=line.get_color(), ls="--", lw=1, label=f"C~ {method} = {bounds[method]:.1f}"
+            )
     if len(bad):
-        ax.scatter(bad["n"], -bad["log_prob_interpolate"].replace(-np.inf, np.nan), s=160, facecolors="none",
-                   edgecolors="red", linewidths=2, label="exceeds C~ (violation)")
+        ax.scatter(
+            bad["n"],
+            -bad["log_prob_interpolate"].replace(-np.inf, np.nan),
+            s=160,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            label="exceeds C~ (violation)",
+        )
     _save_against_n(fig, ax, path, "-ln P(L_S = 0)  (95% interval shaded)", title)

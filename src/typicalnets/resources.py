@@ -45,8 +45,9 @@ def check_device(device: object, name: str = "device") -> str:
         raise TypicalnetsError(f"{name} {device!r} but no CUDA device is available; use cpu")
     count = torch.cuda.device_count()
     if parsed.index is not None and parsed.index >= count:
-        raise TypicalnetsError(f"{name} {device!r} does not exist (this machine has cuda:0 to cuda:{count - 1}); "
-                               "use one of those")
+        raise TypicalnetsError(
+            f"{name} {device!r} does not exist (this machine has cuda:0 to cuda:{count - 1}); use one of those"
+        )
     return text
 
 
@@ -65,21 +66,31 @@ def available_memory() -> int:
         return 1 << 62  # unknown: do not refuse
 
 
-def check_memory(num_params: int, networks: int, what: str, copies: int = 1, fix: str = "lower it or the widths",
-                 bytes_per_value: int = 4) -> None:
+def check_memory(
+    num_params: int,
+    networks: int,
+    what: str,
+    copies: int = 1,
+    fix: str = "lower it or the widths",
+    bytes_per_value: int = 4,
+) -> None:
     """Refuse a run that must hold ``networks`` x ``copies`` parameter vectors of ``num_params``
     values at once when that exceeds MEMORY_SHARE of the available memory (or a network exceeds
     MAX_PARAMS). ``what`` names the networks, e.g. "count = 100 networks"."""
     if num_params > MAX_PARAMS:
-        raise TypicalnetsError(f"one network has {num_params:,} parameters, more than the {MAX_PARAMS:,} "
-                               "typicalnets supports; use smaller widths")
-    check_memory_bytes(num_params * networks * copies * bytes_per_value,
-                       f"{what} of {num_params:,} parameters each", fix)
+        raise TypicalnetsError(
+            f"one network has {num_params:,} parameters, more than the {MAX_PARAMS:,} "
+            "typicalnets supports; use smaller widths"
+        )
+    check_memory_bytes(
+        num_params * networks * copies * bytes_per_value, f"{what} of {num_params:,} parameters each", fix
+    )
 
 
 def check_memory_bytes(need: int, what: str, fix: str) -> None:
     """Refuse to plan ``need`` bytes when that exceeds MEMORY_SHARE of the available memory."""
     have = available_memory()
     if need > MEMORY_SHARE * have:
-        raise TypicalnetsError(f"{what} need about {need / GIB:.1f} GiB, but this machine has {have / GIB:.1f} GiB "
-                               f"available; {fix}")
+        raise TypicalnetsError(
+            f"{what} need about {need / GIB:.1f} GiB, but this machine has {have / GIB:.1f} GiB available; {fix}"
+        )

@@ -28,5 +28,6 @@ def mean_t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
     mean = float(values.mean())
     if len(values) < 2:
         return mean, math.nan
-    return mean, float(student_t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1)
-                       / math.sqrt(len(values)))
+    return mean, float(
+        student_t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    )

@@ -166,7 +166,9 @@ def _target_state(out: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> _T
         info = out.stat()
         return _TargetState("empty", (info.st_dev, info.st_ino))
     if not overwrite:
-        raise TypicalnetsError(f"output directory {out} already holds results; pass --overwrite or choose another --out")
+        raise TypicalnetsError(
+            f"output directory {out} already holds results; pass --overwrite or choose another --out"
+        )
     marker = _read_marker(out)
     if marker is None:
         raise TypicalnetsError(
@@ -236,8 +238,12 @@ def staged_output(out: Path, overwrite: bool = False, inputs: Iterable[Path] = (
 
 
 def _write_marker(staging: Path) -> None:
-    marker = {"format": 1, "token": uuid.uuid4().hex, "written": datetime.now().isoformat(timespec="seconds"),
-              "files": _relative_files(staging)}
+    marker = {
+        "format": 1,
+        "token": uuid.uuid4().hex,
+        "written": datetime.now().isoformat(timespec="seconds"),
+        "files": _relative_files(staging),
+    }
     write_json(staging / MARKER, marker)
 
 

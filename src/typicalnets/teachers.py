@@ -124,7 +124,9 @@ def make_task(
     if not 0.0 <= label_noise < 0.5:
         raise TypicalnetsError(f"label noise must lie in [0, 0.5), got {label_noise}; give e.g. 0.1")
     if n_train < 1 or n_test < 1:
-        raise TypicalnetsError(f"need n_train >= 1 and n_test >= 1, got {n_train} and {n_test}; ask for at least one of each")
+        raise TypicalnetsError(
+            f"need n_train >= 1 and n_test >= 1, got {n_train} and {n_test}; ask for at least one of each"
+        )
     train = _labelled_inputs(teacher, input_kind, n_train, generator)
     test = _labelled_inputs(teacher, input_kind, n_test, generator)
     flipped = torch.rand(n_train, generator=generator) < label_noise
@@ -136,18 +138,23 @@ def embed(teacher: Population, student: Architecture, generator: torch.Generator
     """Students that compute exactly the teacher's function (one per teacher network).
 
     Teacher neuron (channel) j of layer l sits at student neuron j. Every parameter the teacher
-    constrains is copied (a vanilla teacher inside a scaled student gets scale 1); the extras are silenced by zeroing their outgoing weights (vanilla) or
-    their scales (scaled). All other parameters are free: drawn from the prior with ``generator``,
-    or 0 when no generator is given.
+    constrains is copied (a vanilla teacher inside a scaled student gets scale 1); the extras are
+    silenced by zeroing their outgoing weights (vanilla) or their scales (scaled). All other
+    parameters are free: drawn from the prior with ``generator``, or 0 when no generator is given.
     """
     t_arch = teacher.arch
     check_narrower(t_arch, student)
     if not isinstance(student, (FCN, CNN)):
-        raise TypicalnetsError(f"embedding is defined for FCN and CNN students, not {student.family}; use an fcn or cnn student")
+        raise TypicalnetsError(
+            f"embedding is defined for FCN and CNN students, not {student.family}; use an fcn or cnn student"
+        )
     if t_arch.scaled and not student.scaled:
         raise TypicalnetsError("a scaled teacher needs a scaled student; use --arch sfcn/scnn for the student")
     if replace(t_arch.with_widths(student.widths), scaled=student.scaled) != student:
-        raise TypicalnetsError("teacher and student differ in more than their widths (activation, bias, kernels...); give both the same settings")
+        raise TypicalnetsError(
+            "teacher and student differ in more than their widths (activation, bias, kernels...); give both the same "
+            "settings"
+        )
     m = len(teacher)
     if generator is None:
         params = {k: torch.zeros(m, *s, dtype=teacher.dtype) for k, s in student.param_shapes().items()}

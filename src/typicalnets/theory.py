@@ -110,10 +110,20 @@ class LayerCount:
         return math.lgamma(self.student_out + 1) - math.lgamma(self.extra_out + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "kind": self.kind, "student_in": self.student_in, "teacher_in": self.teacher_in,
-                "student_out": self.student_out, "teacher_out": self.teacher_out, "taps": self.taps,
-                "bias": self.bias, "scaled": self.scaled, "teacher_weights": self.teacher_weights,
-                "weights_from_extras": self.weights_from_extras, "log_placements": self.log_placements}
+        return {
+            "layer": self.layer,
+            "kind": self.kind,
+            "student_in": self.student_in,
+            "teacher_in": self.teacher_in,
+            "student_out": self.student_out,
+            "teacher_out": self.teacher_out,
+            "taps": self.taps,
+            "bias": self.bias,
+            "scaled": self.scaled,
+            "teacher_weights": self.teacher_weights,
+            "weights_from_extras": self.weights_from_extras,
+            "log_placements": self.log_placements,
+        }
 
 
 def check_pair(teacher_arch: Architecture, student_arch: Architecture) -> None:
@@ -151,11 +161,19 @@ def layer_counts(teacher_arch: Architecture, student_arch: Architecture) -> tupl
     counts = []
     for index, (kind, k) in enumerate(zip([*kinds, "readout"], taps), start=1):
         readout = kind == "readout"
-        counts.append(LayerCount(
-            layer=index, kind=kind, student_in=s_units[index - 1], teacher_in=t_units[index - 1],
-            student_out=1 if readout else s_units[index], teacher_out=1 if readout else t_units[index],
-            taps=k, bias=student_arch.bias, scaled=student_arch.scaled and not readout,
-        ))
+        counts.append(
+            LayerCount(
+                layer=index,
+                kind=kind,
+                student_in=s_units[index - 1],
+                teacher_in=t_units[index - 1],
+                student_out=1 if readout else s_units[index],
+                teacher_out=1 if readout else t_units[index],
+                taps=k,
+                bias=student_arch.bias,
+                scaled=student_arch.scaled and not readout,
+            )
+        )
     return tuple(counts)
 
 
@@ -250,11 +268,21 @@ class CTildeBound:
         return bool(self.placement_layers)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"c_tilde": self.nats, "c_tilde_bits": self.bits, "variant": self.variant, "terms": dict(self.terms),
-                "counts": dict(self.counts), "placements_used": self.placements_used,
-                "placement_condition": self.placement_condition, "placement_layers": list(self.placement_layers),
-                "q": self.q, "zero_prob": self.zero_prob, "margin": self.margin,
-                "layers": [layer.to_dict() for layer in self.layers], "notes": list(self.notes)}
+        return {
+            "c_tilde": self.nats,
+            "c_tilde_bits": self.bits,
+            "variant": self.variant,
+            "terms": dict(self.terms),
+            "counts": dict(self.counts),
+            "placements_used": self.placements_used,
+            "placement_condition": self.placement_condition,
+            "placement_layers": list(self.placement_layers),
+            "q": self.q,
+            "zero_prob": self.zero_prob,
+            "margin": self.margin,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "notes": list(self.notes),
+        }
 
 
 def _outgoing_vectors(teacher: Population, layer: LayerCount) -> torch.Tensor:
@@ -283,8 +311,11 @@ def placement_condition(teacher: Population, student_arch: Architecture) -> dict
             continue
         outgoing = _outgoing_vectors(teacher, layer)
         if student_arch.scaled:
-            scales = (teacher.params[f"s{layer.layer}"][0].double() if teacher.arch.scaled
-                      else torch.ones(layer.teacher_out, dtype=torch.float64))
+            scales = (
+                teacher.params[f"s{layer.layer}"][0].double()
+                if teacher.arch.scaled
+                else torch.ones(layer.teacher_out, dtype=torch.float64)
+            )
             keys = torch.cat([scales[:, None], outgoing], dim=1)
             silent = bool((scales == 0).any())
         else:
@@ -295,8 +326,9 @@ def placement_condition(teacher: Population, student_arch: Architecture) -> dict
     return result
 
 
-def _distinct_vectors_available(layers: Sequence[LayerCount], index: int, model: LevelModel,
-                                student_scaled: bool, teacher_scaled: bool) -> bool:
+def _distinct_vectors_available(
+    layers: Sequence[LayerCount], index: int, model: LevelModel, student_scaled: bool, teacher_scaled: bool
+) -> bool:
     """Whether some teacher with Q levels can meet the placement condition in hidden layer ``index``."""
     layer, nxt = layers[index], layers[index + 1]
     dim = nxt.teacher_out * nxt.taps  # entries of one outgoing vector
@@ -313,8 +345,14 @@ def _distinct_vectors_available(layers: Sequence[LayerCount], index: int, model:
     return math.log(layer.teacher_out) <= log_available + 1e-12
 
 
-def _placements(layers: tuple[LayerCount, ...], teacher: Population | None, student_arch: Architecture,
-                teacher_arch: Architecture, model: LevelModel, placements: bool | None) -> tuple[str, tuple[int, ...]]:
+def _placements(
+    layers: tuple[LayerCount, ...],
+    teacher: Population | None,
+    student_arch: Architecture,
+    teacher_arch: Architecture,
+    model: LevelModel,
+    placements: bool | None,
+) -> tuple[str, tuple[int, ...]]:
     multi = [layer.layer for layer in layers if layer.hidden and layer.student_out >= 2]
     if placements is False:
         return "off", ()
@@ -322,8 +360,9 @@ def _placements(layers: tuple[LayerCount, ...], teacher: Population | None, stud
         if placements is None:
             return "not checked (no teacher; the worst-case bound uses one placement)", ()
         for index, layer in enumerate(layers):
-            if layer.layer in multi and not _distinct_vectors_available(layers, index, model, student_arch.scaled,
-                                                                         teacher_arch.scaled):
+            if layer.layer in multi and not _distinct_vectors_available(
+                layers, index, model, student_arch.scaled, teacher_arch.scaled
+            ):
                 raise TypicalnetsError(
                     f"no teacher with {model.q} levels meets the placement condition in layer {layer.layer} "
                     f"({layer.teacher_out} units need distinct outgoing weights); use --no-placements"
@@ -344,8 +383,13 @@ def _placements(layers: tuple[LayerCount, ...], teacher: Population | None, stud
     return ("partial" if used else "fails"), used
 
 
-def _quantized_bound(teacher_arch: Architecture, student_arch: Architecture, model: LevelModel,
-                     teacher: Population | None, placements: bool | None) -> CTildeBound:
+def _quantized_bound(
+    teacher_arch: Architecture,
+    student_arch: Architecture,
+    model: LevelModel,
+    teacher: Population | None,
+    placements: bool | None,
+) -> CTildeBound:
     """C~ upper bound for a quantized prior (theory.md, "Why C~ is small: redundancy"; Buzaglo et al. 2024).
 
     Derivation (our own, checked by ``exact_p_tilde`` in the tests). Fix one placement: teacher unit
@@ -434,16 +478,36 @@ def _quantized_bound(teacher_arch: Architecture, student_arch: Architecture, mod
         "unit_scales": unit_scales * -math.log(model.nonzero_prob),
         "placements": placement_nats,
     }
-    counts = {"teacher_params": teacher_params, "zero_weights": zero_weights, "silenced_units": silenced,
-              "unit_scales": unit_scales, "student_params": student_arch.num_params()}
-    return CTildeBound(nats=math.fsum(terms.values()), terms=terms, counts=counts, variant=variant,
-                       placement_condition=condition, placement_layers=used, layers=layers, q=model.q,
-                       zero_prob=model.zero_prob)
+    counts = {
+        "teacher_params": teacher_params,
+        "zero_weights": zero_weights,
+        "silenced_units": silenced,
+        "unit_scales": unit_scales,
+        "student_params": student_arch.num_params(),
+    }
+    return CTildeBound(
+        nats=math.fsum(terms.values()),
+        terms=terms,
+        counts=counts,
+        variant=variant,
+        placement_condition=condition,
+        placement_layers=used,
+        layers=layers,
+        q=model.q,
+        zero_prob=model.zero_prob,
+    )
 
 
-def c_tilde_fcn(in_dim: int, teacher_widths: Sequence[int], student_widths: Sequence[int], q: int,
-                zero_prob: float | None = None, bias: bool = True, scaled: bool = False,
-                placements: bool = False) -> CTildeBound:
+def c_tilde_fcn(
+    in_dim: int,
+    teacher_widths: Sequence[int],
+    student_widths: Sequence[int],
+    q: int,
+    zero_prob: float | None = None,
+    bias: bool = True,
+    scaled: bool = False,
+    placements: bool = False,
+) -> CTildeBound:
     """Worst-case C~ bound (nats; ``.bits``) for an FCN (``scaled``: scaled-neuron FCN) of depth
     len(widths) + 1 whose teacher has ``teacher_widths`` and student ``student_widths``, Q levels and
     P(level 0) = ``zero_prob`` (default 1/Q). Formula and proof: ``_quantized_bound``.
@@ -458,10 +522,19 @@ def c_tilde_fcn(in_dim: int, teacher_widths: Sequence[int], student_widths: Sequ
     return _quantized_bound(teacher, student, LevelModel.build(q, zero_prob), None, placements)
 
 
-def c_tilde_cnn(in_shape: Sequence[int], teacher_channels: Sequence[int], student_channels: Sequence[int],
-                kernel_size: int | Sequence[int], q: int, zero_prob: float | None = None,
-                stride: int | Sequence[int] = 1, pool: int | Sequence[int] = 1, bias: bool = True,
-                scaled: bool = False, placements: bool = False) -> CTildeBound:
+def c_tilde_cnn(
+    in_shape: Sequence[int],
+    teacher_channels: Sequence[int],
+    student_channels: Sequence[int],
+    kernel_size: int | Sequence[int],
+    q: int,
+    zero_prob: float | None = None,
+    stride: int | Sequence[int] = 1,
+    pool: int | Sequence[int] = 1,
+    bias: bool = True,
+    scaled: bool = False,
+    placements: bool = False,
+) -> CTildeBound:
     """Worst-case C~ bound for a CNN (``scaled``: one scale per channel) on inputs ``in_shape`` =
     (C, L) or (C, H, W). Formula and proof: ``_quantized_bound`` with units = channels and
     K_l = k_l^dims taps per input channel; the readout has S = (last spatial size) positions per channel:
@@ -476,9 +549,15 @@ def c_tilde_cnn(in_shape: Sequence[int], teacher_channels: Sequence[int], studen
     return _quantized_bound(teacher, student, LevelModel.build(q, zero_prob), None, placements)
 
 
-def c_tilde_for(teacher_arch: Architecture, student_arch: Architecture, prior: Prior,
-                teacher: Population | None = None, zero_prob: float | None = None,
-                placements: bool | None = None, margin: float | None = None) -> CTildeBound:
+def c_tilde_for(
+    teacher_arch: Architecture,
+    student_arch: Architecture,
+    prior: Prior,
+    teacher: Population | None = None,
+    zero_prob: float | None = None,
+    placements: bool | None = None,
+    margin: float | None = None,
+) -> CTildeBound:
     """The C~ bound for a teacher/student pair of architectures (``typicalnets.nets``) and a prior.
 
     Quantized prior: ``_quantized_bound`` (worst-case without ``teacher``; teacher-specific, and
@@ -588,17 +667,36 @@ def c_tilde_margin(teacher_arch: Architecture, student_arch: Architecture, prior
     silenced = sum(layer.extra_out for layer in layers if layer.scaled)
     signed = sum(layer.teacher_out for layer in layers if layer.scaled)
     silence_prob = math.erf(margin / math.sqrt(2.0)) if isinstance(prior, Gaussian) else min(margin, 1.0)
-    terms = {"teacher_directions": directions, "uniform_correction": correction,
-             "silenced_units": silenced * -math.log(silence_prob), "scale_signs": signed * LN2}
-    counts = {"teacher_units": units, "silenced_units": silenced, "scale_signs": signed,
-              "teacher_params": teacher_arch.num_params(), "student_params": student_arch.num_params()}
-    notes = ["proven given the margin assumption: Gaussian cap probabilities"
-             + (" and the uniform inscribed-ball correction" if isinstance(prior, Uniform) else ""),
-             "heuristic: the margin assumption itself"
-             + ("; silencing extras by |s| <= alpha * scale and matching scale signs" if student_arch.scaled else "")]
-    return CTildeBound(nats=math.fsum(terms.values()), terms=terms, counts=counts, variant="margin",
-                       placement_condition="off (not proven for continuous priors)", placement_layers=(),
-                       layers=layers, margin=float(margin), notes=tuple(notes))
+    terms = {
+        "teacher_directions": directions,
+        "uniform_correction": correction,
+        "silenced_units": silenced * -math.log(silence_prob),
+        "scale_signs": signed * LN2,
+    }
+    counts = {
+        "teacher_units": units,
+        "silenced_units": silenced,
+        "scale_signs": signed,
+        "teacher_params": teacher_arch.num_params(),
+        "student_params": student_arch.num_params(),
+    }
+    notes = [
+        "proven given the margin assumption: Gaussian cap probabilities"
+        + (" and the uniform inscribed-ball correction" if isinstance(prior, Uniform) else ""),
+        "heuristic: the margin assumption itself"
+        + ("; silencing extras by |s| <= alpha * scale and matching scale signs" if student_arch.scaled else ""),
+    ]
+    return CTildeBound(
+        nats=math.fsum(terms.values()),
+        terms=terms,
+        counts=counts,
+        variant="margin",
+        placement_condition="off (not proven for continuous priors)",
+        placement_layers=(),
+        layers=layers,
+        margin=float(margin),
+        notes=tuple(notes),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,8 +730,9 @@ def n_required(c_tilde: float, epsilon: float, delta: float = 0.05) -> int:
     return max(1, math.ceil(ratio * (1.0 - 1e-12)))
 
 
-def plot_epsilon_vs_n(c_tilde: float, delta: float, path: str | Path, n: int | None = None,
-                      epsilon: float | None = None, title: str = "") -> None:
+def plot_epsilon_vs_n(
+    c_tilde: float, delta: float, path: str | Path, n: int | None = None, epsilon: float | None = None, title: str = ""
+) -> None:
     """Draw the error bound (C~ + ln(1/delta)) / n against n (log x) into ``path`` (PNG, PDF, SVG)."""
     import matplotlib
 
@@ -706,8 +805,9 @@ class PTilde:
 def _weighted(matches_by_zeros: Sequence[int], model: LevelModel) -> float:
     size = len(matches_by_zeros) - 1
     log_zero, log_other = math.log(model.zero_prob), math.log(model.nonzero_prob)
-    return math.fsum(count * math.exp(z * log_zero + (size - z) * log_other)
-                     for z, count in enumerate(matches_by_zeros) if count)
+    return math.fsum(
+        count * math.exp(z * log_zero + (size - z) * log_other) for z, count in enumerate(matches_by_zeros) if count
+    )
 
 
 def boolean_domain(input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -727,10 +827,17 @@ def _signs(f: torch.Tensor) -> torch.Tensor:
     return torch.where(f.abs() <= TIE, torch.zeros_like(f), torch.sign(f)).to(torch.int8)
 
 
-def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tensor | None = None,
-                  zero_prob: float | None = None, prior: QuantizedUniform | None = None,
-                  max_enumeration: int = ENUMERATION_CAP, samples: int = MONTE_CARLO_SAMPLES,
-                  generator: torch.Generator | None = None, confidence: float = 0.95) -> PTilde:
+def exact_p_tilde(
+    teacher: Population,
+    student: Architecture,
+    domain: torch.Tensor | None = None,
+    zero_prob: float | None = None,
+    prior: QuantizedUniform | None = None,
+    max_enumeration: int = ENUMERATION_CAP,
+    samples: int = MONTE_CARLO_SAMPLES,
+    generator: torch.Generator | None = None,
+    confidence: float = 0.95,
+) -> PTilde:
     """p~ = P_theta(h_theta = h* on the support) for a one-network ``teacher`` and a ``student`` arch.
 
     The support is the points of ``domain`` (default: the whole Boolean cube {-1,+1}^input) where
@@ -759,7 +866,9 @@ def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tens
         target = _signs(teacher.to(dtype=torch.float64).forward(x)[0])
     support = target != 0
     if not bool(support.any()):
-        raise TypicalnetsError("the teacher outputs 0 on every domain point, so p~ is trivially 1; draw another teacher")
+        raise TypicalnetsError(
+            "the teacher outputs 0 on every domain point, so p~ is trivially 1; draw another teacher"
+        )
     x, target = x[support], target[support]
     levels = torch.tensor(prior.levels, dtype=torch.float64)
     zero_index = prior.levels.index(0.0) if 0.0 in prior.levels else -1
@@ -782,8 +891,17 @@ def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tens
             histogram += torch.bincount(zeros, minlength=size + 1)
         by_zeros = tuple(int(v) for v in histogram)
         p = _weighted(by_zeros, model) if zero_index >= 0 else sum(by_zeros) / total
-        return PTilde(p=p, method="enumeration", count=sum(by_zeros), total=total, ci=(p, p),
-                      support=int(support.sum()), q=q, num_params=size, matches_by_zeros=by_zeros)
+        return PTilde(
+            p=p,
+            method="enumeration",
+            count=sum(by_zeros),
+            total=total,
+            ci=(p, p),
+            support=int(support.sum()),
+            q=q,
+            num_params=size,
+            matches_by_zeros=by_zeros,
+        )
     if samples < 1:
         raise TypicalnetsError(f"Monte Carlo needs samples >= 1, got {samples}; give e.g. samples=10000")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
@@ -796,8 +914,16 @@ def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tens
         index = torch.multinomial(probs, batch * size, replacement=True, generator=generator).reshape(batch, size)
         count += int(matches(index).sum())
     low, high = clopper_pearson(count, samples, confidence)
-    return PTilde(p=count / samples, method="monte-carlo", count=count, total=samples, ci=(low, high),
-                  support=int(support.sum()), q=q, num_params=size)
+    return PTilde(
+        p=count / samples,
+        method="monte-carlo",
+        count=count,
+        total=samples,
+        ci=(low, high),
+        support=int(support.sum()),
+        q=q,
+        num_params=size,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -805,8 +931,9 @@ def exact_p_tilde(teacher: Population, student: Architecture, domain: torch.Tens
 # --------------------------------------------------------------------------------------------
 
 
-def bound_report(bound: CTildeBound, prior: Prior, delta: float = 0.05, n: int | None = None,
-                 epsilon: float | None = None) -> dict[str, Any]:
+def bound_report(
+    bound: CTildeBound, prior: Prior, delta: float = 0.05, n: int | None = None, epsilon: float | None = None
+) -> dict[str, Any]:
     """The bound as one JSON-able dict: ``c_tilde`` (nats), ``c_tilde_bits``, the terms and counts,
     ``epsilon`` = (C~ + ln(1/delta))/n when ``n`` is given, ``n_required`` when ``epsilon`` is given
     (also echoed as ``target_epsilon``), and for quantized priors ``c_tilde_all_params``: the naive

@@ -40,7 +40,16 @@ from typing import TypeVar
 from typicalnets.errors import TypicalnetsWarning
 
 SOURCE = Path(__file__).with_name("gc_kernel.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", "-fno-tree-loop-distribute-patterns", "-shared", "-fPIC", "-std=gnu11"]
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-ffp-contract=fast",
+    "-fno-tree-loop-distribute-patterns",
+    "-shared",
+    "-fPIC",
+    "-std=gnu11",
+]
 # GCC's register-pressure-aware scheduling before register allocation: the convolution tiles then
 # load each input vector once per tap instead of folding a load into most FMAs, which made them
 # load-bound (LeNet G&C measured about 15% faster); tried first, dropped for compilers that refuse them.
@@ -67,16 +76,28 @@ def trusted_cache_dir() -> Path | None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         status = folder.stat()
     except OSError as error:
-        warnings.warn(f"cannot create the kernel cache folder {folder} ({error}); the torch engine is used instead; "
-                      "set TYPICALNETS_CACHE to a writable folder", TypicalnetsWarning)
+        warnings.warn(
+            f"cannot create the kernel cache folder {folder} ({error}); the torch engine is used instead; "
+            "set TYPICALNETS_CACHE to a writable folder",
+            TypicalnetsWarning,
+            stacklevel=2,
+        )
         return None
     if status.st_uid != os.geteuid():
-        warnings.warn(f"the kernel cache folder {folder} belongs to another user, so native kernels are not used; "
-                      "set TYPICALNETS_CACHE to a folder of your own", TypicalnetsWarning)
+        warnings.warn(
+            f"the kernel cache folder {folder} belongs to another user, so native kernels are not used; "
+            "set TYPICALNETS_CACHE to a folder of your own",
+            TypicalnetsWarning,
+            stacklevel=2,
+        )
         return None
     if status.st_mode & UNSAFE_MODE:
-        warnings.warn(f"the kernel cache folder {folder} is writable by others, so native kernels are not used; "
-                      f"run `chmod go-w {folder}` or set TYPICALNETS_CACHE to a folder of your own", TypicalnetsWarning)
+        warnings.warn(
+            f"the kernel cache folder {folder} is writable by others, so native kernels are not used; "
+            f"run `chmod go-w {folder}` or set TYPICALNETS_CACHE to a folder of your own",
+            TypicalnetsWarning,
+            stacklevel=2,
+        )
         return None
     return folder
 
@@ -104,8 +125,14 @@ def cpu_features() -> bytes:
 
 def cache_key(source: Path, compiler: str, flag_sets: list[list[str]], libraries: tuple[str, ...] = ()) -> str:
     """The hash that names ``source``'s entry: everything the build depends on."""
-    parts = [source.read_bytes(), compiler.encode(), compiler_version(compiler), cpu_features(),
-             *(" ".join(flags).encode() for flags in flag_sets), " ".join(libraries).encode()]
+    parts = [
+        source.read_bytes(),
+        compiler.encode(),
+        compiler_version(compiler),
+        cpu_features(),
+        *(" ".join(flags).encode() for flags in flag_sets),
+        " ".join(libraries).encode(),
+    ]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -162,8 +189,14 @@ def _open_checked(entry: Path, open_entry: Callable[[Path], Entry]) -> tuple[Ent
         return None, f"it does not load: {error}"
 
 
-def load_cached(source: Path, compiler: str, flag_sets: list[list[str]], suffix: str,
-                open_entry: Callable[[Path], Entry], libraries: tuple[str, ...] = ()) -> Entry | None:
+def load_cached(
+    source: Path,
+    compiler: str,
+    flag_sets: list[list[str]],
+    suffix: str,
+    open_entry: Callable[[Path], Entry],
+    libraries: tuple[str, ...] = (),
+) -> Entry | None:
     """``open_entry`` of ``source`` compiled into the per-user cache (with the first of ``flag_sets``
     that builds), under the trust rules of the module docstring; None where no flag set builds, or
     with one warning where the cache or its entry cannot be trusted. ``open_entry`` raises one of
@@ -180,17 +213,28 @@ def load_cached(source: Path, compiler: str, flag_sets: list[list[str]], suffix:
             return opened
         problem = f"the cached native kernel {entry} failed its integrity check ({flaw})"
         if not _build(source, compiler, flag_sets, entry, libraries):
-            warnings.warn(f"{problem} and does not build again; the torch engine is used instead", TypicalnetsWarning)
+            warnings.warn(
+                f"{problem} and does not build again; the torch engine is used instead",
+                TypicalnetsWarning,
+                stacklevel=2,
+            )
             return None
         opened, flaw = _open_checked(entry, open_entry)
     except OSError as error:  # an unwritable cache, a missing source, a compiler that cannot run
-        warnings.warn(f"cannot build the native kernel {source.name} in {folder} ({error}); the torch engine is used "
-                      "instead", TypicalnetsWarning)
+        warnings.warn(
+            f"cannot build the native kernel {source.name} in {folder} ({error}); the torch engine is used instead",
+            TypicalnetsWarning,
+            stacklevel=2,
+        )
         return None
     if flaw is not None:
-        warnings.warn(f"{problem}, and its rebuild too ({flaw}); the torch engine is used instead", TypicalnetsWarning)
+        warnings.warn(
+            f"{problem}, and its rebuild too ({flaw}); the torch engine is used instead",
+            TypicalnetsWarning,
+            stacklevel=2,
+        )
         return None
-    warnings.warn(f"{problem}; rebuilt it", TypicalnetsWarning)
+    warnings.warn(f"{problem}; rebuilt it", TypicalnetsWarning, stacklevel=2)
     return opened
 
 
@@ -213,8 +257,9 @@ def load() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    return load_cached(SOURCE, compiler, [FLAGS + SCHEDULING, FLAGS], ".so",
-                       lambda entry: open_library(entry, _declare), ("-lm",))
+    return load_cached(
+        SOURCE, compiler, [FLAGS + SCHEDULING, FLAGS], ".so", lambda entry: open_library(entry, _declare), ("-lm",)
+    )
 
 
 def _declare(kernel: ctypes.CDLL) -> ctypes.CDLL:
@@ -227,8 +272,31 @@ def _declare(kernel: ctypes.CDLL) -> ctypes.CDLL:
     kernel.tn_draw.restype = None
     kernel.tn_draw.argtypes = [u64, ctypes.c_void_p, i64, i64, i, f32, f32p, i, i, i, i, i, f32p]
     kernel.tn_fcn1_moves.restype = None
-    kernel.tn_fcn1_moves.argtypes = [i64, i64, i, i, i, i, i, f32p, i, i8p, i, f32p, f32p, f32p, f32p, f32p, i, i64,
-                                     ctypes.c_double, u64, i64, ctypes.c_double, f32p]
+    kernel.tn_fcn1_moves.argtypes = [
+        i64,
+        i64,
+        i,
+        i,
+        i,
+        i,
+        i,
+        f32p,
+        i,
+        i8p,
+        i,
+        f32p,
+        f32p,
+        f32p,
+        f32p,
+        f32p,
+        i,
+        i64,
+        ctypes.c_double,
+        u64,
+        i64,
+        ctypes.c_double,
+        f32p,
+    ]
     kernel.tn_set_threads.restype = None
     kernel.tn_set_threads.argtypes = [i]
     return kernel

@@ -31,8 +31,16 @@ THREADS = 128  # threads per block: 8 half-warps, one network each (the kernel's
 NETWORKS_PER_BLOCK = THREADS // 16
 # Exact arithmetic as written: no contraction of a * b + c beyond the source's own fmaf calls.
 NVCC_FLAGS = ["-cubin", "-O3", "--fmad=false", "-std=c++17"]
-EMULATOR_FLAGS = ["-x", "c++", "-O2", "-ffp-contract=off", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
-                  "-shared", "-fPIC"]
+EMULATOR_FLAGS = [
+    "-x",
+    "c++",
+    "-O2",
+    "-ffp-contract=off",
+    "-fno-strict-aliasing",
+    "-Wno-unknown-pragmas",
+    "-shared",
+    "-fPIC",
+]
 LAYOUT_FIELDS = 10  # tn_lenet_layout: c0, h, w, c1, c2, f1, f2, outputs, parameters, shared floats per network
 
 
@@ -61,16 +69,41 @@ class EmulatedKernel:
         library.tn_lenet_draw.restype = None
         library.tn_lenet_draw.argtypes = [u64, p, i64, i, f32, p, i, i, p]
 
-    def check(self, x: torch.Tensor, y: torch.Tensor, prior_args, key: int, streams: int, margin: float,
-              mirror: bool, status: torch.Tensor) -> int:
+    def check(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        prior_args,
+        key: int,
+        streams: int,
+        margin: float,
+        mirror: bool,
+        status: torch.Tensor,
+    ) -> int:
         kind, a, levels, q = prior_args
-        return int(self.library.tn_lenet_check(x.data_ptr(), y.data_ptr(), len(y), kind, a, levels.data_ptr(), q, key,
-                                               0, streams, margin, int(mirror), status.data_ptr()))
+        return int(
+            self.library.tn_lenet_check(
+                x.data_ptr(),
+                y.data_ptr(),
+                len(y),
+                kind,
+                a,
+                levels.data_ptr(),
+                q,
+                key,
+                0,
+                streams,
+                margin,
+                int(mirror),
+                status.data_ptr(),
+            )
+        )
 
     def draw(self, key: int, ids: torch.Tensor, prior_args, mirror: bool, out: torch.Tensor) -> None:
         kind, a, levels, q = prior_args
-        self.library.tn_lenet_draw(key, ids.data_ptr(), len(ids), kind, a, levels.data_ptr(), q, int(mirror),
-                                   out.data_ptr())
+        self.library.tn_lenet_draw(
+            key, ids.data_ptr(), len(ids), kind, a, levels.data_ptr(), q, int(mirror), out.data_ptr()
+        )
 
 
 @cache
@@ -79,8 +112,13 @@ def emulator(arch: LeNet) -> EmulatedKernel | None:
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None or not supports(arch):
         return None
-    return load_cached(SOURCE, compiler, [EMULATOR_FLAGS + shape_defines(arch)], ".so",
-                       lambda entry: open_library(entry, EmulatedKernel))
+    return load_cached(
+        SOURCE,
+        compiler,
+        [EMULATOR_FLAGS + shape_defines(arch)],
+        ".so",
+        lambda entry: open_library(entry, EmulatedKernel),
+    )
 
 
 class DriverError(OSError):
@@ -100,8 +138,9 @@ class GPUKernel:
             self._call("cuModuleGetFunction", ctypes.byref(self.check_fn), self.module, b"tn_lenet_check")
             self._call("cuModuleGetFunction", ctypes.byref(self.draw_fn), self.module, b"tn_lenet_draw")
             pointer, size = ctypes.c_uint64(), ctypes.c_size_t()
-            self._call("cuModuleGetGlobal_v2", ctypes.byref(pointer), ctypes.byref(size), self.module,
-                       b"tn_lenet_layout")
+            self._call(
+                "cuModuleGetGlobal_v2", ctypes.byref(pointer), ctypes.byref(size), self.module, b"tn_lenet_layout"
+            )
             layout = (ctypes.c_int * LAYOUT_FIELDS)()
             self._call("cuMemcpyDtoH_v2", layout, pointer, ctypes.c_size_t(ctypes.sizeof(layout)))
             self.layout = tuple(layout)
@@ -109,8 +148,13 @@ class GPUKernel:
             max_dynamic_shared = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             self._call("cuFuncSetAttribute", self.check_fn, max_dynamic_shared, ctypes.c_int(self.shared_bytes))
             blocks = ctypes.c_int()
-            self._call("cuOccupancyMaxActiveBlocksPerMultiprocessor", ctypes.byref(blocks), self.check_fn,
-                       ctypes.c_int(THREADS), ctypes.c_size_t(self.shared_bytes))
+            self._call(
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+                ctypes.byref(blocks),
+                self.check_fn,
+                ctypes.c_int(THREADS),
+                ctypes.c_size_t(self.shared_bytes),
+            )
             sms = torch.cuda.get_device_properties(device).multi_processor_count
             self.resident_blocks = max(1, blocks.value) * sms
         self.counters = torch.zeros(2, dtype=torch.int64, device=device)
@@ -132,10 +176,22 @@ class GPUKernel:
         self.counters.zero_()
         blocks = min(self.resident_blocks, -(-streams // NETWORKS_PER_BLOCK))
         p = ctypes.c_void_p
-        args = [p(x.data_ptr()), p(y.data_ptr()), ctypes.c_int(len(y)), ctypes.c_int(kind), ctypes.c_float(a),
-                p(levels.data_ptr()), ctypes.c_int(q), ctypes.c_uint64(key), ctypes.c_int64(0),
-                ctypes.c_int64(streams), ctypes.c_float(margin), ctypes.c_int(int(mirror)), p(status.data_ptr()),
-                p(self.counters.data_ptr())]
+        args = [
+            p(x.data_ptr()),
+            p(y.data_ptr()),
+            ctypes.c_int(len(y)),
+            ctypes.c_int(kind),
+            ctypes.c_float(a),
+            p(levels.data_ptr()),
+            ctypes.c_int(q),
+            ctypes.c_uint64(key),
+            ctypes.c_int64(0),
+            ctypes.c_int64(streams),
+            ctypes.c_float(margin),
+            ctypes.c_int(int(mirror)),
+            p(status.data_ptr()),
+            p(self.counters.data_ptr()),
+        ]
         with torch.cuda.device(self.device):
             self._launch(self.check_fn, blocks, self.shared_bytes, args)
         return int(self.counters[1])
@@ -145,8 +201,17 @@ class GPUKernel:
             return
         kind, a, levels, q = prior_args
         p = ctypes.c_void_p
-        args = [ctypes.c_uint64(key), p(ids.data_ptr()), ctypes.c_int64(len(ids)), ctypes.c_int(kind),
-                ctypes.c_float(a), p(levels.data_ptr()), ctypes.c_int(q), ctypes.c_int(int(mirror)), p(out.data_ptr())]
+        args = [
+            ctypes.c_uint64(key),
+            p(ids.data_ptr()),
+            ctypes.c_int64(len(ids)),
+            ctypes.c_int(kind),
+            ctypes.c_float(a),
+            p(levels.data_ptr()),
+            ctypes.c_int(q),
+            ctypes.c_int(int(mirror)),
+            p(out.data_ptr()),
+        ]
         with torch.cuda.device(self.device):
             self._launch(self.draw_fn, -(-len(ids) // NETWORKS_PER_BLOCK), 0, args)
 
@@ -157,16 +222,33 @@ def _driver() -> ctypes.CDLL | None:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return None
-    for name in ("cuModuleLoadData", "cuModuleGetFunction", "cuModuleGetGlobal_v2", "cuMemcpyDtoH_v2",
-                 "cuFuncSetAttribute", "cuOccupancyMaxActiveBlocksPerMultiprocessor", "cuLaunchKernel",
-                 "cuGetErrorString"):
+    for name in (
+        "cuModuleLoadData",
+        "cuModuleGetFunction",
+        "cuModuleGetGlobal_v2",
+        "cuMemcpyDtoH_v2",
+        "cuFuncSetAttribute",
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        "cuLaunchKernel",
+        "cuGetErrorString",
+    ):
         getattr(driver, name).restype = ctypes.c_int
     driver.cuModuleGetFunction.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
     driver.cuModuleGetGlobal_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
     driver.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
-    driver.cuLaunchKernel.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.c_void_p]
+    driver.cuLaunchKernel.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     return driver
 
 
@@ -185,8 +267,12 @@ def kernel(arch, device: torch.device | str) -> GPUKernel | None:
     """The compiled kernel for ``arch`` on CUDA ``device``, or None where it cannot be built or
     loaded (no CUDA device, no nvcc, an unsupported shape, or ``TYPICALNETS_NATIVE=0``)."""
     device = torch.device(device)
-    if (device.type != "cuda" or not torch.cuda.is_available() or not supports(arch)
-            or os.environ.get("TYPICALNETS_NATIVE", "1") == "0"):
+    if (
+        device.type != "cuda"
+        or not torch.cuda.is_available()
+        or not supports(arch)
+        or os.environ.get("TYPICALNETS_NATIVE", "1") == "0"
+    ):
         return None
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())

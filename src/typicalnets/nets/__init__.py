@@ -19,12 +19,24 @@ def arch_from_dict(data: dict[str, Any]) -> Architecture:
     data = dict(data)
     family = data.pop("family", None)
     if family == "fcn":
-        return FCN(in_dim=data["in_dim"], hidden=tuple(data["hidden"]), activation=data["activation"],
-                   bias=data["bias"], scaled=data["scaled"])
+        return FCN(
+            in_dim=data["in_dim"],
+            hidden=tuple(data["hidden"]),
+            activation=data["activation"],
+            bias=data["bias"],
+            scaled=data["scaled"],
+        )
     if family == "cnn":
-        return CNN(in_shape=tuple(data["in_shape"]), channels=tuple(data["channels"]),
-                   kernel_size=tuple(data["kernel_size"]), stride=tuple(data["stride"]), pool=tuple(data["pool"]),
-                   activation=data["activation"], bias=data["bias"], scaled=data["scaled"])
+        return CNN(
+            in_shape=tuple(data["in_shape"]),
+            channels=tuple(data["channels"]),
+            kernel_size=tuple(data["kernel_size"]),
+            stride=tuple(data["stride"]),
+            pool=tuple(data["pool"]),
+            activation=data["activation"],
+            bias=data["bias"],
+            scaled=data["scaled"],
+        )
     if family == "diag":
         return DiagonalLinear(in_dim=data["in_dim"], depth=data["depth"])
     if family == "lenet":
@@ -69,9 +81,27 @@ def build_arch(
             f"--arch {name} needs inputs of shape (n, c, length) or (n, c, h, w); the data has examples of shape "
             f"{input_shape}; reshape them or use --arch fcn"
         )
-    return CNN(in_shape=tuple(input_shape), channels=tuple(widths), kernel_size=kernel_size, stride=stride,
-               pool=pool, activation=activation, bias=bias, scaled=name == "scnn")
+    return CNN(
+        in_shape=tuple(input_shape),
+        channels=tuple(widths),
+        kernel_size=kernel_size,
+        stride=stride,
+        pool=pool,
+        activation=activation,
+        bias=bias,
+        scaled=name == "scnn",
+    )
 
 
-__all__ = ["ACTIVATIONS", "ARCH_NAMES", "Architecture", "CNN", "DiagonalLinear", "FCN", "LeNet", "Population",
-           "arch_from_dict", "build_arch"]
+__all__ = [
+    "ACTIVATIONS",
+    "ARCH_NAMES",
+    "Architecture",
+    "CNN",
+    "DiagonalLinear",
+    "FCN",
+    "LeNet",
+    "Population",
+    "arch_from_dict",
+    "build_arch",
+]

@@ -9,7 +9,8 @@ sign(f) and f = 0 counts as a mistake.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ class Architecture(ABC):
         """Neurons (or channels) per hidden layer; what a narrow teacher has fewer of."""
 
     @abstractmethod
-    def with_widths(self, widths: tuple[int, ...]) -> "Architecture":
+    def with_widths(self, widths: tuple[int, ...]) -> Architecture:
         """The same family and input with other hidden widths (a narrow teacher, say)."""
 
     @abstractmethod

@@ -35,7 +35,9 @@ class FCN(Architecture):
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
         check_widths(self.hidden, "FCN widths")
         if int(self.in_dim) < 1:
-            raise TypicalnetsError(f"FCN input dimension must be >= 1, got {self.in_dim}; give inputs with at least one feature")
+            raise TypicalnetsError(
+                f"FCN input dimension must be >= 1, got {self.in_dim}; give inputs with at least one feature"
+            )
         check_activation(self.activation)
 
     @property

@@ -51,7 +51,7 @@ class LeNet(Architecture):
             )
 
     @classmethod
-    def with_width_factor(cls, factor: float, in_shape=(1, 28, 28), head: str = "logits") -> "LeNet":
+    def with_width_factor(cls, factor: float, in_shape=(1, 28, 28), head: str = "logits") -> LeNet:
         if not factor > 0:
             raise TypicalnetsError(f"width_factor must be > 0, got {factor}; use e.g. 0.5")
         return cls(tuple(in_shape), tuple(max(1, round(w * factor)) for w in FULL_WIDTHS), head)
@@ -91,11 +91,16 @@ class LeNet(Architecture):
         c1, c2, f1, f2 = self.layer_widths
         c0 = self.in_shape[0]
         return {
-            "w1": (c1, c0, KERNEL, KERNEL), "b1": (c1,),
-            "w2": (c2, c1, KERNEL, KERNEL), "b2": (c2,),
-            "w3": (f1, self.flat_features), "b3": (f1,),
-            "w4": (f2, f1), "b4": (f2,),
-            "w5": (self.outputs, f2), "b5": (self.outputs,),
+            "w1": (c1, c0, KERNEL, KERNEL),
+            "b1": (c1,),
+            "w2": (c2, c1, KERNEL, KERNEL),
+            "b2": (c2,),
+            "w3": (f1, self.flat_features),
+            "b3": (f1,),
+            "w4": (f2, f1),
+            "b4": (f2,),
+            "w5": (self.outputs, f2),
+            "b5": (self.outputs,),
         }
 
     def fan_in(self, name):
@@ -131,5 +136,9 @@ class LeNet(Architecture):
         return z[..., 1] - z[..., 0] if self.head == "logits" else z[..., 0]
 
     def to_dict(self):
-        return {"family": self.family, "in_shape": list(self.in_shape), "layer_widths": list(self.layer_widths),
-                "head": self.head}
+        return {
+            "family": self.family,
+            "in_shape": list(self.in_shape),
+            "layer_widths": list(self.layer_widths),
+            "head": self.head,
+        }

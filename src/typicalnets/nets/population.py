@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import operator
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -41,14 +42,21 @@ class Population:
         shapes = arch.param_shapes()
         if set(params) != set(shapes):
             raise TypicalnetsError(
-                f"parameters {sorted(params)} do not match the {arch.describe()} parameters {sorted(shapes)}; save the population with this architecture"
+                f"parameters {sorted(params)} do not match the {arch.describe()} parameters {sorted(shapes)}; save "
+                "the population with this architecture"
             )
         sizes = {t.shape[0] for t in params.values()}
         if len(sizes) != 1:
-            raise TypicalnetsError(f"parameter tensors disagree on the population size: {sorted(sizes)}; stack the same number of networks in each")
+            raise TypicalnetsError(
+                f"parameter tensors disagree on the population size: {sorted(sizes)}; stack the same number of "
+                "networks in each"
+            )
         for name, shape in shapes.items():
             if tuple(params[name].shape[1:]) != shape:
-                raise TypicalnetsError(f"parameter {name} has shape {tuple(params[name].shape[1:])}, expected {shape}; give parameters of the architecture's shapes")
+                raise TypicalnetsError(
+                    f"parameter {name} has shape {tuple(params[name].shape[1:])}, expected {shape}; give parameters "
+                    "of the architecture's shapes"
+                )
         self.arch = arch
         self.prior = prior
         self.params = {name: params[name] for name in shapes}  # the architecture's order
@@ -62,7 +70,7 @@ class Population:
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
-    ) -> "Population":
+    ) -> Population:
         """Draw ``size`` networks with every parameter i.i.d. from ``prior``."""
         device = generator.device if device is None else device
         params = {
@@ -72,7 +80,7 @@ class Population:
         return cls(arch, prior, params)
 
     @classmethod
-    def empty(cls, arch: Architecture, prior: Prior, dtype: torch.dtype = torch.float32, device="cpu") -> "Population":
+    def empty(cls, arch: Architecture, prior: Prior, dtype: torch.dtype = torch.float32, device="cpu") -> Population:
         shapes = arch.param_shapes().items()
         return cls(arch, prior, {name: torch.empty(0, *shape, dtype=dtype, device=device) for name, shape in shapes})
 
@@ -87,7 +95,7 @@ class Population:
     def dtype(self) -> torch.dtype:
         return next(iter(self.params.values())).dtype
 
-    def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> "Population":
+    def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> Population:
         if getattr(index, "ndim", None) == 0 or (isinstance(index, int) and not isinstance(index, bool)):
             position = operator.index(index)
             if not -len(self) <= position < len(self):
@@ -101,19 +109,20 @@ class Population:
         return Population(self.arch, self.prior, {k: v[index] for k, v in self.params.items()})
 
     @staticmethod
-    def concat(populations: Sequence["Population"]) -> "Population":
+    def concat(populations: Sequence[Population]) -> Population:
         if not populations:
             raise TypicalnetsError("cannot concatenate an empty list of populations; pass at least one")
         first = populations[0]
         for other in populations[1:]:
             if other.arch != first.arch or other.prior != first.prior:
                 raise TypicalnetsError(
-                    f"cannot concatenate {other.arch.describe()} with {first.arch.describe()}: architectures or priors differ; concatenate populations of one kind"
+                    f"cannot concatenate {other.arch.describe()} with {first.arch.describe()}: architectures or "
+                    "priors differ; concatenate populations of one kind"
                 )
         params = {name: torch.cat([p.params[name] for p in populations]) for name in first.params}
         return Population(first.arch, first.prior, params)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Population":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Population:
         return Population(self.arch, self.prior, {k: v.to(device=device, dtype=dtype) for k, v in self.params.items()})
 
     def forward(self, x: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
@@ -156,11 +165,14 @@ class Population:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save to ``path`` (a torch file whose ``header`` describes architecture and prior)."""
-        payload = {"header": self.header(), "params": {k: v.detach().cpu().contiguous() for k, v in self.params.items()}}
+        payload = {
+            "header": self.header(),
+            "params": {k: v.detach().cpu().contiguous() for k, v in self.params.items()},
+        }
         torch.save(payload, Path(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Population":
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Population:
         from typicalnets.nets import arch_from_dict
 
         path = Path(path)
@@ -178,7 +190,8 @@ class Population:
             raise
         except Exception as exc:  # any unpickling or schema failure means the file is not usable
             raise TypicalnetsError(
-                f"{path} is not a readable typicalnets population ({type(exc).__name__}); re-create it with `typicalnets sample`"
+                f"{path} is not a readable typicalnets population ({type(exc).__name__}); re-create it with "
+                "`typicalnets sample`"
             ) from None
 
     def __repr__(self) -> str:

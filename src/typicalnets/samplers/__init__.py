@@ -4,5 +4,15 @@ from typicalnets.samplers.base import Sampler, SampleResult, sample
 from typicalnets.samplers.gc import GCInfo, GCState, GuessAndCheck
 from typicalnets.samplers.smc import SequentialMonteCarlo, SMCInfo, SMCState, sample_smc
 
-__all__ = ["GCInfo", "GCState", "GuessAndCheck", "SMCInfo", "SMCState", "SampleResult", "Sampler",
-           "SequentialMonteCarlo", "sample", "sample_smc"]
+__all__ = [
+    "GCInfo",
+    "GCState",
+    "GuessAndCheck",
+    "SMCInfo",
+    "SMCState",
+    "SampleResult",
+    "Sampler",
+    "SequentialMonteCarlo",
+    "sample",
+    "sample_smc",
+]

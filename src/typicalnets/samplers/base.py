@@ -104,11 +104,15 @@ class SampleResult:
             if self.stop_reason == "degenerate":
                 return f"{self.sampler}: no particle survived; raise --particles or the number of moves"
             if math.isnan(self.log_prob_estimate):
-                return (f"{self.sampler} stopped by {self.stop_reason.replace('_', ' ')} before the last example; "
-                        "no samples or estimate; raise --max-draws/--time-limit")
-            return (f"{self.count}/{self.requested} samples by {self.sampler} in {self.seconds:.1f}s; "
-                    f"ln P(L_S = 0) = {self.log_prob_estimate:.3f} "
-                    + (f"(95% CI {low:.3f} to {high:.3f})" if math.isfinite(low) else "(--repeats >= 2 for an interval)"))
+                return (
+                    f"{self.sampler} stopped by {self.stop_reason.replace('_', ' ')} before the last example; "
+                    "no samples or estimate; raise --max-draws/--time-limit"
+                )
+            return (
+                f"{self.count}/{self.requested} samples by {self.sampler} in {self.seconds:.1f}s; "
+                f"ln P(L_S = 0) = {self.log_prob_estimate:.3f} "
+                + (f"(95% CI {low:.3f} to {high:.3f})" if math.isfinite(low) else "(--repeats >= 2 for an interval)")
+            )
         low, high = self.acceptance_ci
         if self.accepted_total == 0:
             return (
@@ -152,8 +156,13 @@ def sample(
     state = sampler.init()
     stop_reason = "count"
     history = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[draws]} draws"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[draws]} draws"),
+        TimeElapsedColumn(),
+    )
     count_progress = getattr(sampler, "progress", None)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(description or sampler.name, total=count, draws="0")
@@ -181,8 +190,13 @@ def sample(
         seconds=time.perf_counter() - start,
         stop_reason=stop_reason,
         # An SMC run stopped by a budget has no estimate for the whole training set.
-        log_prob_estimate=(None if not hasattr(state, "log_prob")
-                           else state.log_prob if stop_reason in ("count", "degenerate") else math.nan),
+        log_prob_estimate=(
+            None
+            if not hasattr(state, "log_prob")
+            else state.log_prob
+            if stop_reason in ("count", "degenerate")
+            else math.nan
+        ),
         history=tuple(history),
         draws_per_trial=unit,
     )

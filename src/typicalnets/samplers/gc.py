@@ -93,9 +93,18 @@ def normalized_cross_entropy(population: Population, x: torch.Tensor, y: torch.T
 class GuessAndCheck:
     name = "gc"
 
-    def __init__(self, arch: Architecture, prior: Prior, train: Dataset, batch_size: int = DEFAULT_BATCH,
-                 device: torch.device | str = "cpu", engine: str = "fast",
-                 loss_bin: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN, mirror: bool = True):
+    def __init__(
+        self,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        batch_size: int = DEFAULT_BATCH,
+        device: torch.device | str = "cpu",
+        engine: str = "fast",
+        loss_bin: tuple[float, float] | None = None,
+        margin: float = DEFAULT_MARGIN,
+        mirror: bool = True,
+    ):
         arch.check_input(train.x)
         device = check_device(device)
         check_float32_range(arch, prior, train.x)
@@ -142,8 +151,13 @@ class GuessAndCheck:
         else:  # one verdict byte per draw, and (at least) one example's forward each, within a step's FLOP cap
             most = NATIVE_STEP_FLOPS[self.x.device.type] // arch.flops_per_example()
             self.batch_size = max(2, min(self.batch_size, NATIVE_MAX_BATCH, int(most)))
-        check_memory(arch.num_params(), min(self.batch_size, self.held), "a batch of networks", copies=2,
-                     fix="use smaller widths")
+        check_memory(
+            arch.num_params(),
+            min(self.batch_size, self.held),
+            "a batch of networks",
+            copies=2,
+            fix="use smaller widths",
+        )
         self.chunk = self.batch_size if self.x.device.type == "cuda" else DEFAULT_CHUNK
 
     def init(self) -> GCState:
@@ -201,6 +215,9 @@ class GuessAndCheck:
         info = GCInfo(batch, int(keep.sum()), int(evaluated), int(rechecked))
         # 6. The native engine holds no parameters: after a step that accepts nothing it doubles its
         # batch, so that the per-step overhead (~1 ms) stays small when acceptance is rare.
-        grow = (self.native is not None and info.accepted == 0
-                and 2 * info.network_examples * self.arch.flops_per_example() <= NATIVE_STEP_FLOPS[self.x.device.type])
+        grow = (
+            self.native is not None
+            and info.accepted == 0
+            and 2 * info.network_examples * self.arch.flops_per_example() <= NATIVE_STEP_FLOPS[self.x.device.type]
+        )
         return GCState(accepted, state.draws + batch, min(NATIVE_MAX_BATCH, 2 * size) if grow else size), info

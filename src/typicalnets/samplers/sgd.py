@@ -41,11 +41,13 @@ DEFAULT_LR = 0.1
 DEFAULT_MAX_STEPS = 10_000
 
 
-def standard_init(arch: Architecture, size: int, generator: torch.Generator,
-                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def standard_init(
+    arch: Architecture, size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """PyTorch's default-style init: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), scales 1."""
     return {
-        name: torch.ones(size, *shape, device=device) if name.startswith("s")
+        name: torch.ones(size, *shape, device=device)
+        if name.startswith("s")
         else Uniform(arch.fan_in(name) ** -0.5).sample((size, *shape), generator, device=device)
         for name, shape in arch.param_shapes().items()
     }
@@ -81,13 +83,26 @@ class SGDTrainer:
 
     name = "sgd"
 
-    def __init__(self, arch: Architecture, prior: Prior, train: Dataset, count: int, *, init: str = "prior",
-                 loss: str = "logistic", lr: float = DEFAULT_LR, batch_size: int | None = None,
-                 momentum: float = 0.0, stop_at_zero: bool = True, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        count: int,
+        *,
+        init: str = "prior",
+        loss: str = "logistic",
+        lr: float = DEFAULT_LR,
+        batch_size: int | None = None,
+        momentum: float = 0.0,
+        stop_at_zero: bool = True,
+        device: torch.device | str = "cpu",
+    ):
         arch.check_input(train.x)
         if getattr(arch, "activation", None) == "sign":
-            raise TypicalnetsError("sign activations have zero gradient, so SGD cannot train them; "
-                                   "use relu, leaky-relu or tanh")
+            raise TypicalnetsError(
+                "sign activations have zero gradient, so SGD cannot train them; use relu, leaky-relu or tanh"
+            )
         if count < 1:
             raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one network")
         if init not in INITS:
@@ -97,8 +112,9 @@ class SGDTrainer:
         if not lr > 0:
             raise TypicalnetsError(f"learning rate must be > 0, got {lr}; use e.g. {DEFAULT_LR}")
         if batch_size is not None and batch_size < 1:
-            raise TypicalnetsError(f"batch size must be >= 1, got {batch_size}; "
-                                   "give a positive size, or none for full batch")
+            raise TypicalnetsError(
+                f"batch size must be >= 1, got {batch_size}; give a positive size, or none for full batch"
+            )
         if not 0 <= momentum < 1:
             raise TypicalnetsError(f"momentum must lie in [0, 1), got {momentum}; use e.g. 0 or 0.9")
         self.arch, self.prior, self.count, self.init_kind = arch, prior, int(count), init
@@ -218,13 +234,29 @@ def train_sgd(
     # Parameters, gradients, momentum and the optimizer's copy, per network.
     check_memory(arch.num_params(), count, f"count = {count:,} networks", copies=4, fix="lower count or the widths")
     start = time.perf_counter()
-    trainer = SGDTrainer(arch, prior, train, count, init=init, loss=loss, lr=lr, batch_size=batch_size,
-                         momentum=momentum, stop_at_zero=stop_at_zero, device=device)
+    trainer = SGDTrainer(
+        arch,
+        prior,
+        train,
+        count,
+        init=init,
+        loss=loss,
+        lr=lr,
+        batch_size=batch_size,
+        momentum=momentum,
+        stop_at_zero=stop_at_zero,
+        device=device,
+    )
     if epochs is not None:
         max_steps = epochs * trainer.batches_per_epoch
     state = trainer.init(rng)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("converged, step {task.fields[step]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("converged, step {task.fields[step]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("sgd", total=count, completed=int(state.converged.sum()), step=0)
         while not (stop_at_zero and state.converged.all()) and state.step_count < max_steps:

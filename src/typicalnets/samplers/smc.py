@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -64,7 +65,7 @@ class SMCState(NamedTuple):
     draws: int  # network evaluations (on all seen examples) spent so far
     accepted: Population  # the final particles once every example is in, else empty
     degenerate: bool  # no particle survived a block: sampling failed
-    cache: "FCNCache | None" = None  # cached activations (one-hidden-layer FCNs with quantized priors)
+    cache: FCNCache | None = None  # cached activations (one-hidden-layer FCNs with quantized priors)
 
 
 class SMCInfo(NamedTuple):
@@ -81,22 +82,43 @@ class SequentialMonteCarlo:
 
     name = "smc"
 
-    def __init__(self, arch: Architecture, prior: Prior, train: Dataset, particles: int = DEFAULT_PARTICLES,
-                 block: int = 1, coordinates: int | None = None, min_moves: int = 2, max_moves: int = 100,
-                 target_unique: float = 0.5, refresh: float = 1.0, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        particles: int = DEFAULT_PARTICLES,
+        block: int = 1,
+        coordinates: int | None = None,
+        min_moves: int = 2,
+        max_moves: int = 100,
+        target_unique: float = 0.5,
+        refresh: float = 1.0,
+        device: torch.device | str = "cpu",
+    ):
         arch.check_input(train.x)
-        if particles < 2 or block < 1 or (coordinates is not None and coordinates < 1) or \
-                not 0 <= min_moves <= max_moves:
+        if (
+            particles < 2
+            or block < 1
+            or (coordinates is not None and coordinates < 1)
+            or not 0 <= min_moves <= max_moves
+        ):
             raise TypicalnetsError(
-                "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves; raise the one that is too small"
+                "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves; raise the "
+                "one that is too small"
             )
         if not isinstance(prior, (QuantizedUniform, Gaussian, Uniform)):
             raise TypicalnetsError(f"SMC has no move for prior {prior!r}; use quantized, uniform or gaussian")
         device = check_device(device)
         check_float32_range(arch, prior, train.x)
         # The particles, their proposals and (one-hidden-layer FCNs) cached float64 activations.
-        check_memory(arch.num_params(), int(particles), f"particles = {int(particles):,}", copies=4,
-                     fix="lower particles or the widths")
+        check_memory(
+            arch.num_params(),
+            int(particles),
+            f"particles = {int(particles):,}",
+            copies=4,
+            fix="lower particles or the widths",
+        )
         self.arch, self.prior, self.particles, self.block = arch, prior, int(particles), int(block)
         self.min_moves, self.max_moves = int(min_moves), int(max_moves)
         self.target_unique, self.refresh = target_unique, refresh
@@ -145,8 +167,7 @@ class SequentialMonteCarlo:
             cache.extend(self.arch, flat, self.x64, state.seen, seen)
             alive = cache.correct(self.y, state.seen, seen)
         else:
-            alive = certified_interpolates(self._population(flat), self.x[state.seen : seen],
-                                           self.y[state.seen : seen])
+            alive = certified_interpolates(self._population(flat), self.x[state.seen : seen], self.y[state.seen : seen])
         draws += len(flat)
         survival = float(alive.double().mean())
         if survival == 0.0:
@@ -170,19 +191,23 @@ class SequentialMonteCarlo:
         info = SMCInfo(seen, survival, len(survivors), _unique(flat), acceptance, moves)
         return SMCState(flat, seen, log_prob, draws, accepted, False, cache), info
 
-    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int, cache: "FCNCache | None" = None):
+    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int, cache: FCNCache | None = None):
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
         quantized = isinstance(self.prior, QuantizedUniform)
         kernel = native.load() if cache is not None and flat.device.type == "cpu" else None
         proposals = max(1, self.n_params // NATIVE_ROUNDS_PER_SWEEP)
         while moves < self.max_moves:
-            if moves >= self.min_moves and float(refreshed.mean()) >= self.refresh * self.n_params and \
-                    _unique(flat) >= self.target_unique * len(flat):
+            if (
+                moves >= self.min_moves
+                and float(refreshed.mean()) >= self.refresh * self.n_params
+                and _unique(flat) >= self.target_unique * len(flat)
+            ):
                 break
             if kernel is not None:
-                flat, moved = cache.native_moves(kernel, self.arch, self.prior, rng, flat, self.xt64, self.y8, seen,
-                                                 proposals)
+                flat, moved = cache.native_moves(
+                    kernel, self.arch, self.prior, rng, flat, self.xt64, self.y8, seen, proposals
+                )
                 refreshed += moved
                 moved = moved / proposals
                 cost = len(flat) * proposals // self.n_params  # in whole-network evaluations
@@ -192,8 +217,9 @@ class SequentialMonteCarlo:
                 if moves % 2 == 0:
                     flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
                 else:
-                    flat, moved = cache.unit_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen,
-                                                  self.coordinates)
+                    flat, moved = cache.unit_move(
+                        self.arch, self.prior, rng, flat, self.x64, self.y, seen, self.coordinates
+                    )
                     rate = float((moved > 0).double().mean())
                     if rate < 0.2:
                         self.coordinates = max(1, self.coordinates // 2)
@@ -257,7 +283,8 @@ class SequentialMonteCarlo:
             low[shrink] = torch.where(negative, angle[shrink], low[shrink])
             high[shrink] = torch.where(negative, high[shrink], angle[shrink])
             angle[shrink] = low[shrink] + (high[shrink] - low[shrink]) * torch.rand(
-                shrink.numel(), generator=rng, device=rng.device).to(flat.device)
+                shrink.numel(), generator=rng, device=rng.device
+            ).to(flat.device)
         moved = (~pending).float()
         return current, moved, evaluations
 
@@ -275,7 +302,7 @@ class FCNCache:
         self.z, self.f, self.scale = z, f, scale
 
     @classmethod
-    def empty(cls, arch: FCN, particles: int, examples: int, device) -> "FCNCache":
+    def empty(cls, arch: FCN, particles: int, examples: int, device) -> FCNCache:
         z = torch.zeros(particles, arch.hidden[0], examples, dtype=torch.float64, device=device)
         return cls(z, torch.zeros(particles, examples, dtype=torch.float64, device=device), torch.zeros_like(z[:, 0]))
 
@@ -311,11 +338,19 @@ class FCNCache:
         margin = y[start:stop].double() * self.f[:, start:stop]
         return (margin > TIE * self.scale[:, start:stop]).all(dim=1)
 
-    def take(self, index: torch.Tensor) -> "FCNCache":
+    def take(self, index: torch.Tensor) -> FCNCache:
         return FCNCache(self.z[index], self.f[index], self.scale[index])
 
-    def coordinate_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
-                        x: torch.Tensor, y: torch.Tensor, seen: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def coordinate_move(
+        self,
+        arch: FCN,
+        prior: QuantizedUniform,
+        rng: torch.Generator,
+        flat: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seen: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-draw one random parameter of each particle from the prior; keep it iff every seen example
         stays correct (a Metropolis-Hastings move whose ratio is the indicator). Costs O(N * seen).
         Returns the new parameters and 1.0 where a move was kept."""
@@ -336,8 +371,15 @@ class FCNCache:
         in_s1 = (c >= at["s1"]) & (c < at["s1"] + width) if arch.scaled else torch.zeros_like(in_w1)
         in_w2 = (c >= at["w2"]) & (c < at["w2"] + width)
         in_b2 = (c == at["b2"]) if arch.bias else torch.zeros_like(in_w1)
-        unit = torch.where(in_w1, c // dim, torch.where(in_b1, c - at["b1"], torch.where(
-            in_s1, c - at["s1"], torch.where(in_w2, c - at["w2"], torch.zeros_like(c)))))
+        unit = torch.where(
+            in_w1,
+            c // dim,
+            torch.where(
+                in_b1,
+                c - at["b1"],
+                torch.where(in_s1, c - at["s1"], torch.where(in_w2, c - at["w2"], torch.zeros_like(c))),
+            ),
+        )
         feature = torch.where(in_w1, c % dim, torch.zeros_like(c))
         z_old = self.z[rows, unit, :seen]  # (N, seen)
         step = torch.where(in_w1.unsqueeze(1), x[:seen, feature].T, torch.ones_like(z_old))
@@ -360,9 +402,19 @@ class FCNCache:
         self.scale[kept, :seen] = scale_new[keep]
         return flat, keep.double()
 
-    def native_moves(self, kernel, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
-                     xt: torch.Tensor, y: torch.Tensor, seen: int, proposals: int,
-                     tail_share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    def native_moves(
+        self,
+        kernel,
+        arch: FCN,
+        prior: QuantizedUniform,
+        rng: torch.Generator,
+        flat: torch.Tensor,
+        xt: torch.Tensor,
+        y: torch.Tensor,
+        seen: int,
+        proposals: int,
+        tail_share: float = 0.5,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``proposals`` single-parameter moves per particle in the native kernel (CPU): each re-draws
         one parameter to another level, uniformly (half the picks among biases, scales and readout),
         and keeps it iff every seen example stays correct. ``xt`` is the (d, n) float64 transpose of
@@ -372,14 +424,44 @@ class FCNCache:
         accepted = torch.zeros(len(flat), dtype=torch.int64)
         key = int(torch.randint(1 << 62, (1,), generator=rng))
         act = ("relu", "sign", "leaky-relu", "tanh").index(arch.activation)
-        kernel.tn_fcn1_moves(len(flat), flat.shape[1], arch.in_dim, arch.hidden[0], int(arch.bias), int(arch.scaled),
-                             act, xt.data_ptr(), xt.shape[1], y.data_ptr(), seen, flat.data_ptr(), self.z.data_ptr(),
-                             self.f.data_ptr(), self.scale.data_ptr(), levels.data_ptr(), len(levels), proposals,
-                             tail_share, key, 0, TIE, accepted.data_ptr())
+        kernel.tn_fcn1_moves(
+            len(flat),
+            flat.shape[1],
+            arch.in_dim,
+            arch.hidden[0],
+            int(arch.bias),
+            int(arch.scaled),
+            act,
+            xt.data_ptr(),
+            xt.shape[1],
+            y.data_ptr(),
+            seen,
+            flat.data_ptr(),
+            self.z.data_ptr(),
+            self.f.data_ptr(),
+            self.scale.data_ptr(),
+            levels.data_ptr(),
+            len(levels),
+            proposals,
+            tail_share,
+            key,
+            0,
+            TIE,
+            accepted.data_ptr(),
+        )
         return flat, accepted.double()
 
-    def unit_move(self, arch: FCN, prior: QuantizedUniform, rng: torch.Generator, flat: torch.Tensor,
-                  x: torch.Tensor, y: torch.Tensor, seen: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def unit_move(
+        self,
+        arch: FCN,
+        prior: QuantizedUniform,
+        rng: torch.Generator,
+        flat: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seen: int,
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-draw ``k`` distinct input weights of one random hidden unit of each particle from the prior;
         keep them iff every seen example stays correct. Costs O(N * seen * k)."""
         count, width, dim = len(flat), arch.hidden[0], arch.in_dim
@@ -393,8 +475,11 @@ class FCNCache:
         delta = new - flat.gather(1, cols).double()
         z_old = self.z[rows, unit, :seen]
         z_new = z_old + torch.einsum("nk,tnk->nt", delta, x[:seen][:, inputs])
-        scale_j = flat[rows, at["s1"] + unit].double() if arch.scaled else torch.ones(count, dtype=torch.float64,
-                                                                                         device=flat.device)
+        scale_j = (
+            flat[rows, at["s1"] + unit].double()
+            if arch.scaled
+            else torch.ones(count, dtype=torch.float64, device=flat.device)
+        )
         weight = (flat[rows, at["w2"] + unit].double() * scale_j).unsqueeze(1)
         act = ACTIVATIONS[arch.activation]
         old_term, new_term = weight * act(z_old), weight * act(z_new)
@@ -414,9 +499,15 @@ def _unique(flat: torch.Tensor) -> int:
     return int(torch.unique(flat, dim=0).shape[0])
 
 
-def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Generator, count: int, repeats: int = 1,
-               max_draws: int | None = None, time_limit: float | None = None,
-               progress: bool = True) -> SampleResult:
+def sample_smc(
+    make_sampler: Callable[[], SequentialMonteCarlo],
+    rng: torch.Generator,
+    count: int,
+    repeats: int = 1,
+    max_draws: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> SampleResult:
     """Run ``repeats`` independent SMC runs; pool ``count`` samples and estimate ln P(L_S = 0).
 
     The estimate is the mean of the runs' ln-estimates; its 95% interval is Student's t over the
@@ -446,11 +537,20 @@ def sample_smc(make_sampler: Callable[[], SequentialMonteCarlo], rng: torch.Gene
         mean, half = mean_t_interval(estimates)
         interval = (mean - half, mean + half)
     shares = [count // repeats + (1 if i < count % repeats else 0) for i in range(repeats)]
-    pooled = [r.population[: share] for r, share in zip(runs, shares) if r.stop_reason == "count"]
+    pooled = [r.population[:share] for r, share in zip(runs, shares) if r.stop_reason == "count"]
     population = Population.concat(pooled) if pooled else runs[0].population
     stop = "count" if complete else runs[-1].stop_reason
     estimate = sum(estimates) / len(estimates) if complete else runs[-1].log_prob_interpolate
     history = tuple(info._asdict() | {"run": index} for index, r in enumerate(runs) for info in r.history)
-    return replace(runs[-1], population=population, requested=count, accepted_total=len(population),
-                   draws=sum(r.draws for r in runs), seconds=time.perf_counter() - start, stop_reason=stop,
-                   log_prob_estimate=estimate, log_prob_estimate_ci=interval, history=history)
+    return replace(
+        runs[-1],
+        population=population,
+        requested=count,
+        accepted_total=len(population),
+        draws=sum(r.draws for r in runs),
+        seconds=time.perf_counter() - start,
+        stop_reason=stop,
+        log_prob_estimate=estimate,
+        log_prob_estimate_ci=interval,
+        history=history,
+    )
