@@ -28,8 +28,9 @@ import time
 import torch
 
 from typicalnets.data import Dataset
+from typicalnets.engines.drawing import draw_batch
+from typicalnets.engines.pytorch import TorchEngine
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import FastChecker, draw_fast
 from typicalnets.nets import FCN, LeNet, Population
 from typicalnets.priors import QuantizedUniform, Uniform
 from typicalnets.samplers.gc import GuessAndCheck
@@ -111,7 +112,7 @@ def draw_rate(arch, prior, device: str, how: str, seconds: float) -> float:
     batch = max(1, min(16_384, (1 << 25) // arch.num_params()))
     draw = {
         "prior": lambda: Population.draw(arch, prior, batch, gen),
-        "raw-bits": lambda: draw_fast(arch, prior, batch, gen),
+        "raw-bits": lambda: draw_batch(arch, prior, batch, gen),
     }[how]
     draw()
     count, start = 0, time.perf_counter()
@@ -178,7 +179,7 @@ def main() -> int:
                     )
                 torch_engine = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
                 no_early = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
-                no_early.checker = FastChecker(arch, data, device=args.device, early_rejection=False)
+                no_early.engine_impl = TorchEngine(arch, prior, data, device=args.device, early_rejection=False)
                 torch_unpaired = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch", mirror=False)
                 methods += [
                     ("ablation:torch-early-rejection", torch_engine),
@@ -187,7 +188,7 @@ def main() -> int:
                 ]
                 if isinstance(arch, LeNet):
                     im2col = GuessAndCheck(arch, prior, data, fast_batch, args.device, engine="torch")
-                    im2col.checker = FastChecker(arch, data, device=args.device, grouped=False)
+                    im2col.engine_impl = TorchEngine(arch, prior, data, device=args.device, grouped=False)
                     methods.append(("ablation:torch-im2col-bmm", im2col))
             results = measure([sampler for _, sampler in methods], args.device, args.seconds, args.rounds)
             base = results[0]

@@ -17,17 +17,9 @@ from scipy.stats import chisquare
 
 from typicalnets import native
 from typicalnets.certificate import certified_interpolates
-from typicalnets.data import Dataset
-from typicalnets.fast import (
-    CudaEngine,
-    FastChecker,
-    NativeEngine,
-    can_mirror,
-    class_interleaved_order,
-    draw_fast,
-    head_names,
-    quantized_codes,
-)
+from typicalnets.data import Dataset, class_interleaved_order
+from typicalnets.engines import CudaEngine, NativeEngine, TorchEngine
+from typicalnets.engines.drawing import can_mirror, draw_batch, head_names, quantized_codes
 from typicalnets.native import cuda as cuda_kernel
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
@@ -82,10 +74,10 @@ def task(arch, n: int, seed: int) -> Dataset:
 def test_torch_engine_accepts_exactly_the_baseline_set(arch, prior, n, seed, grouped, mirror):
     data = task(arch, n, seed)
     mirror = mirror and can_mirror(arch, prior)
-    population = draw_fast(
+    population = draw_batch(
         arch, prior, 3000 if not isinstance(arch, LeNet) else 400, torch.Generator().manual_seed(seed), mirror=mirror
     )
-    accepted, stats = FastChecker(arch, data, grouped=grouped).check(population, mirrored=mirror)
+    accepted, stats = TorchEngine(arch, prior, data, grouped=grouped).check(population, mirrored=mirror)
     assert torch.equal(accepted, baseline_accepts(population, data.x, data.y))
     assert stats.network_examples <= len(population) * n
     if mirror:
@@ -178,7 +170,7 @@ def test_mirrored_pairs_negate_the_output_and_never_both_interpolate(arch, prior
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_torch_mirrored_pairs_negate_the_output(arch):
-    population = draw_fast(arch, Gaussian(1.0), 200, torch.Generator().manual_seed(0), mirror=True)
+    population = draw_batch(arch, Gaussian(1.0), 200, torch.Generator().manual_seed(0), mirror=True)
     x = task(arch, 4, 1).x
     f = population.forward(x)
     assert torch.equal(f[1::2], -f[::2])
@@ -216,7 +208,7 @@ def test_raw_bit_quantized_codes_are_uniform():
     assert counts.sum() == 300_000 and len(counts) == 3
     # Tolerance: chi-square against uniform at the 1% level (fixed seed).
     assert chisquare(counts).pvalue > 0.01
-    population = draw_fast(FCN(10, (10,)), Uniform(0.5), 1000, torch.Generator().manual_seed(1))
+    population = draw_batch(FCN(10, (10,)), Uniform(0.5), 1000, torch.Generator().manual_seed(1))
     values = torch.cat([v.flatten() for v in population.params.values()])
     assert values.min() > -0.5 and values.max() < 0.5
     codes = values.double() / 0.5 * 2**24  # odd multiples of a 2^-24: a grid symmetric about 0
@@ -276,8 +268,8 @@ def test_normalized_cross_entropy_and_loss_bin():
 @pytest.mark.parametrize("arch", [FCN(5, (6,)), LeNet.with_width_factor(0.5), CNN((1, 8, 8), (2, 3), 3, 1, (2, 1))])
 def test_cuda_torch_engine_accepts_exactly_the_baseline_set(arch, mirror):
     data = task(arch, 6, 0)
-    population = draw_fast(arch, Uniform(1.0), 5000, torch.Generator(device="cuda").manual_seed(0), mirror=mirror)
-    accepted, _ = FastChecker(arch, data, device="cuda").check(population, mirrored=mirror)
+    population = draw_batch(arch, Uniform(1.0), 5000, torch.Generator(device="cuda").manual_seed(0), mirror=mirror)
+    accepted, _ = TorchEngine(arch, Uniform(1.0), data, device="cuda").check(population, mirrored=mirror)
     x, y = data.x.cuda(), data.y.cuda()
     assert torch.equal(accepted.cpu(), baseline_accepts(population, x, y).cpu())
 

@@ -14,11 +14,11 @@ from scipy.stats import binomtest, chisquare
 
 from typicalnets import native
 from typicalnets.data import Dataset, boolean_cube
+from typicalnets.engines import base as engine_base
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
 from typicalnets.samplers import GuessAndCheck, sample
-from typicalnets.samplers import gc as gc_module
 from typicalnets.stats import clopper_pearson
 
 Q3 = QuantizedUniform.evenly_spaced(3)
@@ -223,17 +223,17 @@ def test_native_batch_doubles_while_nothing_is_accepted(monkeypatch):
     for _ in range(12):
         state, info = sampler.step(rng, state)
         sizes.append(info.draws)
-    assert sizes[:4] == [1000, 2000, 4000, 8000] and sizes[-1] == gc_module.NATIVE_MAX_BATCH
+    assert sizes[:4] == [1000, 2000, 4000, 8000] and sizes[-1] == engine_base.KERNEL_MAX_BATCH
     # The FLOP cap stops the growth where the doubled step would exceed it (forwards x FLOPs each).
     cap = 2 * 4000 * arch.flops_per_example()
-    monkeypatch.setitem(gc_module.NATIVE_STEP_FLOPS, "cpu", cap)
+    monkeypatch.setitem(engine_base.KERNEL_STEP_FLOPS, "cpu", cap)
     state, steps = sampler.init(), []
     for _ in range(6):
         state, info = sampler.step(rng, state)
         steps.append((info.draws, 2 * info.network_examples * arch.flops_per_example() <= cap))
     for (draws, under_cap), (next_draws, _) in zip(steps, steps[1:]):
         assert next_draws == (2 * draws if under_cap else draws)
-    assert steps[-1][0] == steps[-2][0] < gc_module.NATIVE_MAX_BATCH  # growth stopped at the cap
+    assert steps[-1][0] == steps[-2][0] < engine_base.KERNEL_MAX_BATCH  # growth stopped at the cap
 
 
 @pytest.mark.skipif(native.load() is None, reason="no C compiler: the native kernel cannot be built")
@@ -244,7 +244,7 @@ def test_a_native_step_with_many_candidates_keeps_a_prefix_of_its_draws(monkeypa
     train = Dataset(torch.tensor([[1.0, 0.5]]), torch.tensor([1], dtype=torch.int8))  # one example: easy
     gc = GuessAndCheck(arch, Q3, train, batch_size=1024, engine="native")
     full_state, full = gc.step(torch.Generator().manual_seed(5), gc.init())
-    monkeypatch.setattr(gc_module, "NATIVE_CANDIDATE_FLOATS", 10 * arch.num_params())
+    monkeypatch.setattr(engine_base, "KERNEL_CANDIDATE_FLOATS", 10 * arch.num_params())
     cut_state, cut = gc.step(torch.Generator().manual_seed(5), gc.init())
     assert full.draws == 1024 and cut.draws < 1024 and cut.draws % 2 == 0 and cut_state.draws == cut.draws
     assert 0 < cut.accepted <= 10 and cut.rechecked <= 10

@@ -142,6 +142,15 @@ class Dataset:
         return cls.from_arrays(arrays["x"], arrays["y"], source=str(path))
 
 
+def class_interleaved_order(y: torch.Tensor) -> torch.Tensor:
+    """Example indices alternating the labels (+1, -1, +1, ...), then the rest of the larger class."""
+    positive = torch.nonzero(y > 0).flatten()
+    negative = torch.nonzero(y <= 0).flatten()
+    pairs = min(len(positive), len(negative))
+    head = torch.stack([positive[:pairs], negative[:pairs]], 1).flatten()
+    return torch.cat([head, positive[pairs:], negative[pairs:]])
+
+
 def sample_inputs(kind: str, n: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """n i.i.d. inputs: standard Gaussian, uniform on [-1, 1]^d, or uniform on the Boolean cube {-1, +1}^d."""
     size = (n, *shape)

@@ -7,7 +7,7 @@ layer (rounded, at least 1), so F = 0.5 gives 3, 8, 60, 42 channels/units and 11
 class +1 wins iff f > 0 and a tie is a mistake) or one scalar output f.
 
 This forward is the straightforward method (grouped convolutions, one group per network); the
-fast engine lives in ``typicalnets.fast``.
+fast engines live in ``typicalnets.engines``.
 """
 
 from __future__ import annotations

@@ -41,9 +41,8 @@ import torch
 
 from typicalnets import native
 from typicalnets.certificate import TIE, certified_interpolates, check_float32_range
-from typicalnets.data import Dataset
+from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.errors import TypicalnetsError
-from typicalnets.fast import class_interleaved_order
 from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
