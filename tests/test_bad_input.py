@@ -160,7 +160,7 @@ CASES = [
     ("max-draws-below-a-pair", SAMPLE, ["--max-draws", "1"], "less than one trial"),
     ("time-limit-zero", SAMPLE, ["--time-limit", "0"], "time limit must be > 0"),
     ("time-limit-nan", SAMPLE, ["--time-limit", "nan"], "time limit must be > 0"),
-    ("batch-size-zero", SAMPLE, ["--batch-size", "0"], "batch size must be >= 1"),
+    ("batch-size-zero", SAMPLE, ["--batch-size", "0"], "batch-size must be >= 1"),
     ("seed-huge", SAMPLE, ["--seed", "99999999999999999999999"], "2^63"),
     ("seed-negative", SAMPLE, ["--seed", "-1"], "2^63"),
     ("device-tpu", SAMPLE, ["--device", "tpu"], "not a device"),
@@ -171,11 +171,11 @@ CASES = [
     ("engine-native-gaussian", SAMPLE, ["--engine", "native", "--prior", "gaussian:1"], "native engine needs"),
     ("loss-bin-text", SAMPLE, ["--loss-bin", "low,high"], "LOW,HIGH"),
     ("loss-bin-empty", SAMPLE, ["--loss-bin", "0.7,0.5"], "LOW < HIGH"),
-    ("smc-one-particle", SAMPLE, ["--sampler", "smc", "--particles", "1"], "particles >= 2"),
+    ("smc-one-particle", SAMPLE, ["--sampler", "smc", "--particles", "1"], "particles must be >= 2"),
     ("smc-zero-repeats", SAMPLE, ["--sampler", "smc", "--repeats", "0"], "repeats"),
     ("sgd-sign", SAMPLE, ["--sampler", "sgd", "--activation", "sign"], "sign"),
     ("sgd-init-unknown", SAMPLE, ["--sampler", "sgd", "--sgd-init", "xavier"], "init"),
-    ("sgd-zero-steps", SAMPLE, ["--sampler", "sgd", "--sgd-max-steps", "0"], "max steps must be >= 1"),
+    ("sgd-zero-steps", SAMPLE, ["--sampler", "sgd", "--sgd-max-steps", "0"], "--sgd-max-steps must be >= 1"),
     ("option-unknown", SAMPLE, ["--colour", "red"], "No such option"),
     ("option-bad-int", SAMPLE, ["--count", "many"], "valid integer"),
     # sample: output folders
@@ -218,11 +218,11 @@ CASES = [
     ("run-n-zero", RUN, ["--n", "0"], "positive"),
     ("run-prior-even", RUN, ["--prior", "quantized:2"], "odd Q"),
     ("run-teacher-wider", RUN, ["--teacher-widths", "32"], "wider"),
-    ("run-label-noise", RUN, ["--label-noise", "0.6"], "label_noise"),
+    ("run-label-noise", RUN, ["--label-noise", "0.6"], "--label-noise must be < 0.5"),
     ("run-teacher-missing", RUN, ["--teacher", "{files}/missing.pt"], "does not exist"),
     ("run-dataset-missing", RUN, ["--dataset", "{files}/missing.npz"], "does not exist"),
     ("run-count-zero", RUN, ["--count", "0"], "count"),
-    ("run-max-draws-zero", RUN, ["--max-draws", "0"], "max_draws"),
+    ("run-max-draws-zero", RUN, ["--max-draws", "0"], "--max-draws must be >= 1"),
 ]
 if CUDA:  # "cuda" is only bad input where there is no CUDA device
     CASES = [case for case in CASES if case[0] != "device-cuda-7"]

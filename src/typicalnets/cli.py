@@ -7,12 +7,11 @@ directory left behind.
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import signal
 import sys
 import threading
-import time
 import tomllib
 import warnings
 from dataclasses import replace
@@ -28,14 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from typicalnets.data import Dataset, require_both_classes
-from typicalnets.errors import TypicalnetsError
+from typicalnets.errors import TypicalnetsError, build_model
 from typicalnets.experiments import RunConfig, experiment_inputs, load_teacher, run_experiment
-from typicalnets.nets import ARCH_NAMES, Population, build_arch
+from typicalnets.methods import MethodResult, MethodSpec, run_method
+from typicalnets.nets import ARCH_NAMES, DEFAULT_WIDTH_FACTOR, Population, build_arch
 from typicalnets.priors import parse_prior
 from typicalnets.resources import check_device, check_seed
-from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample_smc
-from typicalnets.samplers import sample as run_sampler
-from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import check_output_dir, staged_output, write_json
 from typicalnets.theory import bound_report, c_tilde_for, plot_epsilon_vs_n
 
@@ -47,6 +44,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 DEFAULTS = RunConfig()
+SPEC = MethodSpec()  # the sampler defaults, defined once in typicalnets.methods
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -127,8 +125,8 @@ def run(
     time_limit: Annotated[float, _opt("time_limit")] = DEFAULTS.time_limit,
     batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
     smc_fallback: Annotated[bool, _opt("smc_fallback")] = DEFAULTS.smc_fallback,
-    smc_particles: Annotated[int, _opt("smc_particles")] = DEFAULTS.smc_particles,
-    smc_repeats: Annotated[int, _opt("smc_repeats")] = DEFAULTS.smc_repeats,
+    smc_particles: Annotated[int | None, _opt("smc_particles")] = DEFAULTS.smc_particles,
+    smc_repeats: Annotated[int | None, _opt("smc_repeats")] = DEFAULTS.smc_repeats,
     smc_refresh: Annotated[float, _opt("smc_refresh")] = DEFAULTS.smc_refresh,
     sgd_init: Annotated[str, _opt("sgd_init", "SGD initialisation: prior or standard")] = DEFAULTS.sgd_init,
     sgd_loss: Annotated[str, _opt("sgd_loss", "SGD loss: logistic or hinge")] = DEFAULTS.sgd_loss,
@@ -180,12 +178,14 @@ def sample_command(
     n: Annotated[int | None, typer.Option(help="use only the first n training examples")] = None,
     max_draws: Annotated[int | None, typer.Option(help="G&C budget: networks drawn at most")] = None,
     time_limit: Annotated[float | None, typer.Option(help="G&C budget: seconds at most")] = None,
-    batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = 16_384,
+    batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = SPEC.batch_size,
     kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
     stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
     pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
     depth: Annotated[int, typer.Option(help="diag: number of diagonal layers")] = 2,
-    width_factor: Annotated[float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")] = 1.0,
+    width_factor: Annotated[
+        float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")
+    ] = DEFAULT_WIDTH_FACTOR,
     head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
     engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
     loss_bin: Annotated[
@@ -198,17 +198,23 @@ def sample_command(
             "draws; both give i.i.d. posterior samples)"
         ),
     ] = True,
-    particles: Annotated[int, typer.Option(help="smc: particles per run")] = 1000,
-    repeats: Annotated[int, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0))")] = 4,
-    block: Annotated[int, typer.Option(help="smc: training examples added per step")] = 1,
-    max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = 50,
-    sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = "prior",
-    sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = "logistic",
-    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = 0.1,
-    sgd_batch_size: Annotated[int, typer.Option(help="sgd: mini-batch size, 0 = full batch")] = 0,
-    sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = 10_000,
+    particles: Annotated[
+        int | None, typer.Option(help="smc: particles per run [default: from --count]")
+    ] = SPEC.particles,
+    repeats: Annotated[
+        int | None, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0)) [default: 2]")
+    ] = SPEC.repeats,
+    block: Annotated[int, typer.Option(help="smc: training examples added per step")] = SPEC.block,
+    max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = SPEC.max_moves,
+    sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = SPEC.sgd_init,
+    sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = SPEC.sgd_loss,
+    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = SPEC.sgd_lr,
+    sgd_batch_size: Annotated[
+        int | None, typer.Option(help="sgd: mini-batch size, 0 = full batch [default: full batch]")
+    ] = SPEC.sgd_batch_size,
+    sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = SPEC.sgd_max_steps,
     sgd_epochs: Annotated[int | None, typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = None,
-    sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = 0.0,
+    sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = SPEC.sgd_momentum,
     sgd_stop: Annotated[
         bool,
         typer.Option(
@@ -227,8 +233,6 @@ def sample_command(
     """
     inputs = [train] + ([test] if test else [])
     check_output_dir(out, overwrite, inputs)
-    if sampler not in ("gc", "smc", "sgd"):
-        raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc, smc or sgd")
     device = check_device(device, "--device")
     check_seed(seed, "--seed")
     train_set = Dataset.load_npz(train)
@@ -258,127 +262,68 @@ def sample_command(
             "matching data"
         )
     prior_obj = parse_prior(prior)
+    spec = build_model(
+        MethodSpec,
+        {
+            "sampler": sampler,
+            "device": device,
+            "engine": engine,
+            "batch_size": batch_size,
+            "mirror": mirror,
+            "loss_bin": bin_edges,
+            "particles": particles,
+            "repeats": repeats,
+            "block": block,
+            "max_moves": max_moves,
+            "sgd_init": sgd_init,
+            "sgd_loss": sgd_loss,
+            "sgd_lr": sgd_lr,
+            "sgd_batch_size": sgd_batch_size or None,
+            "sgd_max_steps": sgd_max_steps,
+            "sgd_epochs": sgd_epochs,
+            "sgd_momentum": sgd_momentum,
+            "sgd_stop": sgd_stop,
+        },
+    )
     with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
         rng = torch.Generator(device=device).manual_seed(seed)
-        start = time.perf_counter()
-        summary: dict[str, Any] = {"sampler": sampler}
-        if sampler == "gc":
-            gc = GuessAndCheck(network, prior_obj, train_set, batch_size, device, engine, bin_edges, mirror=mirror)
-            result = run_sampler(gc, rng, count, max_draws, time_limit, progress)
-            population = result.population
-            low, high = result.acceptance_ci
-            log_low, log_high = result.log_prob_interpolate_ci
-            summary.update(
-                count=result.count,
-                requested=count,
-                accepted_total=result.accepted_total,
-                draws=result.draws,
-                acceptance_rate=result.acceptance_rate,
-                acceptance_ci=[low, high],
-                log_prob_interpolate=result.log_prob_interpolate,
-                log_prob_interpolate_ci=[log_low, log_high],
-                stop_reason=result.stop_reason,
-                engine=gc.engine,
-                draws_per_trial=result.draws_per_trial,
-                loss_bin=list(bin_edges) if bin_edges else None,
-            )
-        elif sampler == "smc":
-            result = sample_smc(
-                lambda: SequentialMonteCarlo(
-                    network, prior_obj, train_set, particles, block, max_moves=max_moves, device=device
-                ),
-                rng,
-                count,
-                repeats,
-                max_draws,
-                time_limit,
-                progress,
-            )
-            population = result.population
-            estimate, (log_low, log_high) = result.log_prob_interpolate, result.log_prob_interpolate_ci
-            summary.update(
-                count=result.count,
-                requested=count,
-                draws=result.draws,
-                stop_reason=result.stop_reason,
-                acceptance_rate=math.exp(estimate) if math.isfinite(estimate) else 0.0,
-                acceptance_ci=[
-                    math.exp(log_low) if math.isfinite(log_low) else None,
-                    math.exp(log_high) if math.isfinite(log_high) else None,
-                ],
-                log_prob_interpolate=estimate,
-                log_prob_interpolate_ci=[log_low, log_high],
-                particles=particles,
-                repeats=repeats,
-                block=block,
-            )
-        else:
-            result = train_sgd(
-                network,
-                prior_obj,
-                train_set,
-                count,
-                rng,
-                init=sgd_init,
-                loss=sgd_loss,
-                lr=sgd_lr,
-                batch_size=sgd_batch_size or None,
-                max_steps=sgd_max_steps,
-                epochs=sgd_epochs,
-                momentum=sgd_momentum,
-                stop_at_zero=sgd_stop,
-                device=device,
-                progress=progress,
-            )
-            population = result.population
-            summary.update(
-                count=len(population),
-                requested=count,
-                converged=int(result.converged.sum()),
-                stop_reason=result.stop_reason,
-                draws=0,
-                steps=result.step_count,
-                sgd={
-                    "init": sgd_init,
-                    "loss": sgd_loss,
-                    "lr": sgd_lr,
-                    "batch_size": sgd_batch_size or None,
-                    "max_steps": sgd_max_steps,
-                    "epochs": sgd_epochs,
-                    "momentum": sgd_momentum,
-                    "stop_at_zero": sgd_stop,
-                },
-            )
-        summary.update(
-            seconds=time.perf_counter() - start,
-            message=result.message(),
-            arch=network.to_dict(),
-            prior=prior_obj.spec(),
-            seed=seed,
-            n_train=train_set.n,
-            n_test=test_set.n if test_set else None,
-            device=device,
-        )
-        population = population.to("cpu")
-        train_predictions = population.predict(train_set.x).numpy()
-        table = pd.DataFrame(
-            {"network": np.arange(len(population)), "train_error": population.errors(train_set.x, train_set.y).numpy()}
-        )
-        if sampler == "sgd":
-            table["converged"] = result.converged.cpu().numpy()
-            table["steps"] = result.steps.cpu().numpy()
-        np.save(staging / "train_predictions.npy", train_predictions)
-        if test_set is not None:
-            table["test_error"] = population.errors(test_set.x, test_set.y).numpy()
-            np.save(staging / "test_predictions.npy", population.predict(test_set.x).numpy())
-            summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
-        table.to_csv(staging / "networks.csv", index=False)
-        if sampler == "smc":
-            pd.DataFrame(list(result.history)).to_csv(staging / "diagnostics.csv", index=False)
-        population.save(staging / "population.pt")
-        write_json(staging / "summary.json", summary)
-    console.print(result.message(), soft_wrap=True)
+        ran = run_method(spec, network, prior_obj, train_set, rng, count, max_draws, time_limit, progress)
+        summary = {
+            "sampler": sampler,
+            **ran.summary,
+            "arch": network.to_dict(),
+            "prior": prior_obj.spec(),
+            "seed": seed,
+            "n_train": train_set.n,
+            "n_test": test_set.n if test_set else None,
+            "device": device,
+        }
+        _write_sample(staging, ran, summary, train_set, test_set)
+    console.print(ran.message(), soft_wrap=True)
     console.print(f"results in {out}")
+
+
+def _write_sample(
+    staging: Path, ran: MethodResult, summary: dict[str, Any], train: Dataset, test: Dataset | None
+) -> None:
+    """The files of ``typicalnets sample`` (the README's contract) for the networks ``ran`` produced."""
+    population = ran.population.to("cpu")
+    table = pd.DataFrame(
+        {"network": np.arange(len(population)), "train_error": population.errors(train.x, train.y).numpy()}
+    )
+    if ran.sampler == "sgd":
+        table["converged"] = ran.converged
+        table["steps"] = ran.steps
+    np.save(staging / "train_predictions.npy", population.predict(train.x).numpy())
+    if test is not None:
+        table["test_error"] = population.errors(test.x, test.y).numpy()
+        np.save(staging / "test_predictions.npy", population.predict(test.x).numpy())
+        summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
+    table.to_csv(staging / "networks.csv", index=False)
+    if ran.sampler == "smc":
+        pd.DataFrame(list(ran.diagnostics)).to_csv(staging / "diagnostics.csv", index=False)
+    population.save(staging / "population.pt")
+    write_json(staging / "summary.json", summary)
 
 
 @app.command("bound")
@@ -548,6 +493,22 @@ def bound(
     Console(soft_wrap=True).print(table)
 
 
+def as_flags(message: str, argv: list[str] | None) -> str:
+    """A library message with the invoked command's parameter names as its flags: every name with an
+    underscore (``max_draws`` -> ``--max-draws``), and any name followed by a comparison, ``=`` or
+    "must" (``count = 0``, ``count must be >= 1``); ``name=False`` becomes ``--no-name``."""
+    words = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    sub = command.commands.get(words[0]) if words and hasattr(command, "commands") else None
+    names = sorted({param.name for param in sub.params if param.name} if sub else set(), key=len, reverse=True)
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"\b{name}=False\b", f"--no-{name.replace('_', '-')}", message)
+        pattern = rf"(?<![-\w]){name}\b" if "_" in name else rf"(?<![-\w]){name}\b(?= ?(?:[<>!]?=|[<>]| must\b))"
+        message = re.sub(pattern, flag, message)
+    return message
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that staging directories are cleaned up on the way out."""
 
@@ -572,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False, prog_name="typicalnets")
     except TypicalnetsError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"error: {as_flags(str(exc), argv)}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -34,7 +34,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -42,8 +41,9 @@ from rich.console import Console
 from rich.table import Table
 
 from typicalnets.data import STANDARDIZATIONS, Dataset, load_binary_task
-from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import FCN, Architecture, LeNet, Population
+from typicalnets.errors import TypicalnetsError, build_model
+from typicalnets.methods import MethodSpec, run_method
+from typicalnets.nets import DEFAULT_WIDTH_FACTOR, FCN, Architecture, LeNet, Population
 from typicalnets.priors import Prior, QuantizedUniform, parse_prior
 from typicalnets.report import (
     accuracy_intervals,
@@ -54,13 +54,12 @@ from typicalnets.report import (
     volume_violations,
 )
 from typicalnets.resources import check_device, check_memory_bytes, check_seed
-from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
-from typicalnets.samplers.sgd import train_sgd
 from typicalnets.store import staged_output, write_json
 from typicalnets.teachers import PROBE_SIZE, Task, check_narrower, make_task, narrow_teacher
 from typicalnets.theory import c_tilde_for
 
 SAMPLERS = ("gc", "smc", "sgd")
+SPEC = MethodSpec()  # the sampler defaults, defined once in typicalnets.methods
 STUDENTS = ("fcn", "sfcn", "lenet")
 
 
@@ -121,9 +120,11 @@ class RunConfig(BaseModel):
     n_test: int = Field(10_000, ge=1, description="test examples per task")
     count: int = Field(100, ge=1, description="networks per method and n")
     methods: list[str] = Field(["gc:fcn", "gc:sfcn", "sgd:fcn"], description="SAMPLER:STUDENT[:SHAPE] triples")
-    lenet_width_factor: float = Field(0.5, gt=0, description="lenet students' width factor (0.5 = 3, 8, 60, 42)")
+    lenet_width_factor: float = Field(
+        DEFAULT_WIDTH_FACTOR, gt=0, description="lenet students' width factor (0.5 = 3, 8, 60, 42)"
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="where samplers and SGD run")
-    engine: Literal["fast", "native", "torch", "baseline"] = Field("fast", description="G&C engine")
+    engine: Literal["fast", "native", "torch", "baseline"] = Field(SPEC.engine, description="G&C engine")
     label_noise: float = Field(0.0, ge=0.0, lt=0.5, description="probability of flipping each training label")
     random_labels: bool = Field(
         False, description="replace every train and test label by a fair coin flip (no teacher: nothing to generalize)"
@@ -131,16 +132,16 @@ class RunConfig(BaseModel):
     max_majority: float = Field(0.75, ge=0.5, le=1.0, description="largest majority-label share of the teacher")
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
     time_limit: float = Field(300.0, gt=0, description="G&C time budget per cell, seconds")
-    batch_size: int = Field(16_384, ge=1, description="G&C networks per batch")
+    batch_size: int = Field(SPEC.batch_size, ge=1, description="G&C networks per batch")
     smc_fallback: bool = Field(True, description="re-run by SMC the G&C cells that run out of budget")
-    smc_particles: int = Field(1000, ge=2, description="SMC particles per run")
-    smc_repeats: int = Field(4, ge=1, description="independent SMC runs per cell (>= 2 gives an interval)")
-    smc_refresh: float = Field(1.0, gt=0, description="SMC: accepted moves per particle per step, in sweeps")
-    sgd_init: Literal["prior", "standard"] = "prior"
-    sgd_loss: Literal["logistic", "hinge"] = "logistic"
-    sgd_lr: float = Field(0.1, gt=0)
+    smc_particles: int | None = Field(SPEC.particles, ge=2, description="SMC particles per run (default: from count)")
+    smc_repeats: int | None = Field(SPEC.repeats, ge=1, description="independent SMC runs per cell (default: 2)")
+    smc_refresh: float = Field(SPEC.refresh, gt=0, description="SMC: accepted moves per particle per step, in sweeps")
+    sgd_init: Literal["prior", "standard"] = SPEC.sgd_init
+    sgd_loss: Literal["logistic", "hinge"] = SPEC.sgd_loss
+    sgd_lr: float = Field(SPEC.sgd_lr, gt=0)
     sgd_batch_size: int = Field(0, ge=0, description="mini-batch size; 0 = full batch")
-    sgd_max_steps: int = Field(10_000, ge=1)
+    sgd_max_steps: int = Field(SPEC.sgd_max_steps, ge=1)
 
     _split = field_validator("seeds", "teacher_widths", "student_widths", "n", mode="before")(_int_list)
 
@@ -212,21 +213,28 @@ class RunConfig(BaseModel):
         """Validate ``values``, turning the first problem into a one-line TypicalnetsError. With
         ``strict`` every value must have its field's exact type (``count = true`` or ``bias = "yes"``
         in a TOML file are refused, not read as 1 and True); lists may still be comma-separated strings."""
-        try:
-            return cls.model_validate(values, strict=strict)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"]) or "config"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown setting; remove it (typicalnets run --help lists the names)"
-            elif ";" not in message:
-                message += "; change it"
-            raise TypicalnetsError(f"bad setting {where}: {message}") from None
+        return build_model(cls, values, strict)
 
     @property
     def prior_obj(self) -> Prior:
         return parse_prior(self.prior)
+
+    def method_spec(self, sampler: str) -> MethodSpec:
+        """The settings of this config's ``sampler`` cells, as ``run_method`` takes them."""
+        return MethodSpec(
+            sampler=sampler,
+            device=self.device,
+            engine=self.engine,
+            batch_size=self.batch_size,
+            particles=self.smc_particles,
+            repeats=self.smc_repeats,
+            refresh=self.smc_refresh,
+            sgd_init=self.sgd_init,
+            sgd_loss=self.sgd_loss,
+            sgd_lr=self.sgd_lr,
+            sgd_batch_size=self.sgd_batch_size or None,
+            sgd_max_steps=self.sgd_max_steps,
+        )
 
     def teacher_arch(self) -> FCN:
         return FCN(self.in_dim, tuple(self.teacher_widths), self.activation, self.bias)
@@ -321,10 +329,14 @@ def run_cell(
     label = f"{method} n={n} seed={seed}"
     summary: dict[str, Any] = {"method": method, "n": n, "seed": seed, "arch": arch.describe()}
     if sampler in ("gc", "smc"):
-        result = None
+        ran = None
         if sampler == "gc":
-            result = sample(
-                GuessAndCheck(arch, config.prior_obj, train, config.batch_size, device, config.engine),
+            spec = config.method_spec("gc")
+            ran = run_method(
+                spec,
+                arch,
+                config.prior_obj,
+                train,
                 rng,
                 config.count,
                 config.max_draws,
@@ -332,60 +344,39 @@ def run_cell(
                 progress,
                 label,
             )
-        if sampler == "smc" or (result.count < config.count and config.smc_fallback):
+        if sampler == "smc" or (len(ran.population) < config.count and config.smc_fallback):
             sampler = "smc"
-            result = sample_smc(
-                lambda: SequentialMonteCarlo(
-                    arch, config.prior_obj, train, config.smc_particles, refresh=config.smc_refresh, device=device
-                ),
-                rng,
-                config.count,
-                config.smc_repeats,
-                progress=progress,
+            ran = run_method(
+                config.method_spec("smc"), arch, config.prior_obj, train, rng, config.count, progress=progress
             )
-        population, draws = result.population, result.draws
-        log_low, log_high = result.log_prob_interpolate_ci
+        done = ran.summary
+        log_low, log_high = done["log_prob_interpolate_ci"]
         summary.update(
             sampler=sampler,
-            networks=result.count,
-            draws=result.draws,
-            log_prob_interpolate=result.log_prob_interpolate,
+            networks=done["count"],
+            draws=done["draws"],
+            log_prob_interpolate=done["log_prob_interpolate"],
             log_prob_ci_low=log_low,
             log_prob_ci_high=log_high,
-            stop_reason=result.stop_reason,
-            seconds=result.seconds,
-            message=result.message(),
+            stop_reason=done["stop_reason"],
+            seconds=done["seconds"],
+            message=done["message"],
         )
         if sampler == "gc":
-            low, high = result.acceptance_ci
-            summary.update(acceptance_rate=result.acceptance_rate, acceptance_ci_low=low, acceptance_ci_high=high)
-        converged = [True] * len(population)
-        steps = [0] * len(population)
+            low, high = done["acceptance_ci"]
+            summary.update(acceptance_rate=done["acceptance_rate"], acceptance_ci_low=low, acceptance_ci_high=high)
     else:
-        result = train_sgd(
-            arch,
-            config.prior_obj,
-            train,
-            config.count,
-            rng,
-            init=config.sgd_init,
-            loss=config.sgd_loss,
-            lr=config.sgd_lr,
-            batch_size=config.sgd_batch_size or None,
-            max_steps=config.sgd_max_steps,
-            device=device,
-            progress=progress,
-        )
-        population, draws = result.population, 0
-        converged = result.converged.tolist()
-        steps = result.steps.tolist()
+        ran = run_method(config.method_spec("sgd"), arch, config.prior_obj, train, rng, config.count, progress=progress)
+        done = ran.summary
         summary.update(
-            networks=len(population),
-            converged=int(sum(converged)),
-            stop_reason=result.stop_reason,
-            seconds=result.seconds,
-            message=result.message(),
+            networks=done["count"],
+            converged=done["converged"],
+            stop_reason=done["stop_reason"],
+            seconds=done["seconds"],
+            message=done["message"],
         )
+    population, draws = ran.population, ran.summary["draws"]
+    converged, steps = ran.converged.tolist(), ran.steps.tolist()
     population = population.to("cpu")
     train_err = population.errors(train.x, train.y).tolist()
     test_err = population.errors(test.x, test.y).tolist()

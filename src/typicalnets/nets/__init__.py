@@ -9,7 +9,7 @@ from typicalnets.nets.base import ACTIVATIONS, Architecture
 from typicalnets.nets.cnn import CNN
 from typicalnets.nets.diagonal import DiagonalLinear
 from typicalnets.nets.fcn import FCN
-from typicalnets.nets.lenet import LeNet
+from typicalnets.nets.lenet import DEFAULT_WIDTH_FACTOR, LeNet
 from typicalnets.nets.population import Population
 
 ARCH_NAMES = ("fcn", "sfcn", "cnn", "scnn", "diag", "lenet")
@@ -54,7 +54,7 @@ def build_arch(
     stride: tuple[int, ...] | int = 1,
     pool: tuple[int, ...] | int = 1,
     depth: int = 2,
-    width_factor: float = 1.0,
+    width_factor: float = DEFAULT_WIDTH_FACTOR,
     head: str = "logits",
 ) -> Architecture:
     """Build an architecture from CLI-style arguments for inputs of shape ``input_shape``."""

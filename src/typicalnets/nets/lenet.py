@@ -25,6 +25,7 @@ KERNEL = 5
 POOL = 2
 FULL_WIDTHS = (6, 16, 120, 84)
 HEADS = ("logits", "scalar")
+DEFAULT_WIDTH_FACTOR = 0.5  # 3, 8, 60, 42 channels/units: the published studies' LeNet
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class LeNet(Architecture):
             )
 
     @classmethod
-    def with_width_factor(cls, factor: float, in_shape=(1, 28, 28), head: str = "logits") -> LeNet:
+    def with_width_factor(
+        cls, factor: float = DEFAULT_WIDTH_FACTOR, in_shape=(1, 28, 28), head: str = "logits"
+    ) -> LeNet:
         if not factor > 0:
             raise TypicalnetsError(f"width_factor must be > 0, got {factor}; use e.g. 0.5")
         return cls(tuple(in_shape), tuple(max(1, round(w * factor)) for w in FULL_WIDTHS), head)

@@ -52,6 +52,7 @@ from typicalnets.samplers.base import SampleResult, sample
 from typicalnets.stats import mean_t_interval
 
 DEFAULT_PARTICLES = 1000
+DEFAULT_MAX_MOVES = 100  # MCMC sweeps per step at most
 # The native moves run in rounds of 1/8 sweep (n_params / 8 proposals per particle), so the adaptive
 # stop rule is checked often without paying a call per proposal.
 NATIVE_ROUNDS_PER_SWEEP = 8
@@ -90,7 +91,7 @@ class SequentialMonteCarlo:
         block: int = 1,
         coordinates: int | None = None,
         min_moves: int = 2,
-        max_moves: int = 100,
+        max_moves: int = DEFAULT_MAX_MOVES,
         target_unique: float = 0.5,
         refresh: float = 1.0,
         device: torch.device | str = "cpu",
