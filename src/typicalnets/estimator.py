@@ -24,14 +24,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from typicalnets.data import Dataset, check_inputs
-from typicalnets.errors import TypicalnetsError
+from typicalnets.errors import TypicalnetsError, build_model
+from typicalnets.methods import MethodSpec, run_method
 from typicalnets.nets import Architecture, Population, build_arch
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior, parse_prior
 from typicalnets.resources import check_device
-from typicalnets.samplers import GuessAndCheck, SequentialMonteCarlo, sample, sample_smc
 from typicalnets.samplers.gc import DEFAULT_BATCH
-from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS, train_sgd
+from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS
 from typicalnets.samplers.smc import DEFAULT_PARTICLES
 
 SAMPLERS = ("gc", "smc", "sgd")
@@ -227,21 +227,9 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         prior = self.prior if isinstance(self.prior, Prior) else parse_prior(_string(self.prior, "prior"))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         rng = torch.Generator(device=device).manual_seed(seed)
+        spec = self._method_spec(device)
         if sampler == "sgd":
-            result = train_sgd(
-                arch,
-                prior,
-                train,
-                count,
-                rng,
-                init=self.sgd_init,
-                loss=self.sgd_loss,
-                lr=self.sgd_lr,
-                max_steps=_positive_int(self.sgd_max_steps, "sgd_max_steps"),
-                batch_size=_positive_int(self.sgd_batch_size, "sgd_batch_size", allow_none=True),
-                device=device,
-                progress=self.verbose,
-            )
+            result = run_method(spec, arch, prior, train, rng, count, progress=self.verbose).raw
             interpolates = result.converged.cpu().numpy()
             if not interpolates.all():
                 warnings.warn(
@@ -252,7 +240,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
         else:
-            result = self._sample(arch, prior, train, count, max_draws, time_limit, device, rng)
+            result = self._sample(spec, arch, prior, train, count, max_draws, time_limit, rng)
             interpolates = np.ones(result.count, dtype=bool)
         # Fitted attributes are set only now, so a fit that fails leaves no mix of old and new ones.
         self.classes_, self.arch_, self.prior_ = classes, arch, prior
@@ -342,21 +330,39 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
             **options,
         )
 
+    def _method_spec(self, device: torch.device) -> MethodSpec:
+        """The hyperparameters as ``run_method`` takes them (SMC: one run, no interval needed)."""
+        return build_model(
+            MethodSpec,
+            {
+                "sampler": self.sampler,
+                "device": str(device),
+                "engine": self.engine,
+                "batch_size": _positive_int(self.batch_size, "batch_size"),
+                "particles": _positive_int(self.particles, "particles"),
+                "repeats": 1,
+                "sgd_init": self.sgd_init,
+                "sgd_loss": self.sgd_loss,
+                "sgd_lr": self.sgd_lr,
+                "sgd_batch_size": _positive_int(self.sgd_batch_size, "sgd_batch_size", allow_none=True),
+                "sgd_max_steps": _positive_int(self.sgd_max_steps, "sgd_max_steps"),
+            },
+        )
+
     def _sample(
         self,
+        spec: MethodSpec,
         arch: Architecture,
         prior: Prior,
         train: Dataset,
         count: int,
         max_draws: int | None,
         time_limit: float | None,
-        device: torch.device,
         rng: torch.Generator,
     ):
         budget = "raise max_draws or time_limit (None for no limit)"
         if self.sampler == "gc":
-            gc = GuessAndCheck(arch, prior, train, _positive_int(self.batch_size, "batch_size"), device, self.engine)
-            result = sample(gc, rng, count, max_draws, time_limit, self.verbose)
+            result = run_method(spec, arch, prior, train, rng, count, max_draws, time_limit, self.verbose).raw
             stopped = f"in {result.draws:,} draws ({result.stop_reason.replace('_', ' ')} reached)"
             if result.count == 0:
                 raise RuntimeError(
@@ -371,21 +377,12 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=3,
                 )
             return result
-        particles = _positive_int(self.particles, "particles")
-        if count > particles:
+        if count > spec.particles:
             raise TypicalnetsError(
-                f"n_networks={count} exceeds particles={particles}; SMC returns at most one "
+                f"n_networks={count} exceeds particles={spec.particles}; SMC returns at most one "
                 "network per particle, so raise particles"
             )
-        result = sample_smc(
-            lambda: SequentialMonteCarlo(arch, prior, train, particles, device=device),
-            rng,
-            count,
-            1,
-            max_draws,
-            time_limit,
-            self.verbose,
-        )
+        result = run_method(spec, arch, prior, train, rng, count, max_draws, time_limit, self.verbose).raw
         if result.stop_reason == "degenerate":
             raise RuntimeError(
                 f"SMC lost every particle on the {train.n} training examples; raise particles, "
