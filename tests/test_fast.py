@@ -19,7 +19,7 @@ from typicalnets import native
 from typicalnets.certificate import certified_interpolates
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.engines import CudaEngine, NativeEngine, TorchEngine
-from typicalnets.engines.drawing import can_mirror, draw_batch, head_names, quantized_codes
+from typicalnets.engines.drawing import can_mirror, draw_batch, quantized_codes
 from typicalnets.native import cuda as cuda_kernel
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
@@ -175,7 +175,7 @@ def test_torch_mirrored_pairs_negate_the_output(arch):
     f = population.forward(x)
     assert torch.equal(f[1::2], -f[::2])
     for name in population.params:
-        if name not in head_names(arch):
+        if name not in arch.head_names():
             assert torch.equal(population.params[name][::2], population.params[name][1::2])
 
 

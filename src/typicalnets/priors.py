@@ -45,6 +45,12 @@ class Prior(ABC):
     def spec(self) -> str:
         """The CLI string that parses back to this prior."""
 
+    @property
+    def symmetric(self) -> bool:
+        """Whether the prior is symmetric about 0, so that negating a draw gives a draw (the engines
+        draw uniform weights on a grid symmetric about 0)."""
+        return True
+
 
 @dataclass(frozen=True)
 class QuantizedUniform(Prior):
@@ -96,6 +102,11 @@ class QuantizedUniform(Prior):
     def zero_prob(self) -> float:
         """Prior probability of the level 0 (0 when 0 is not a level)."""
         return (1.0 / self.q) if 0.0 in self.levels else 0.0
+
+    @property
+    def symmetric(self) -> bool:
+        levels = [float(torch.tensor(level, dtype=torch.float32)) for level in self.levels]  # as the engines hold them
+        return set(levels) == {-level for level in levels}
 
     def level_tensor(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.tensor(self.levels, dtype=dtype, device=device)

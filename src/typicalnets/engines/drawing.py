@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import Architecture, LeNet, Population
+from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 
 
@@ -61,27 +60,11 @@ def draw_batch(
     return Population(arch, prior, params)
 
 
-def head_names(arch: Architecture) -> tuple[str, ...]:
-    """The parameters of the output layer (weights, and bias where the architecture has one)."""
-    if isinstance(arch, LeNet):
-        return ("w5", "b5")
-    return tuple(name for name in (f"w{arch.depth}", f"b{arch.depth}") if name in arch.param_shapes())
-
-
-def swaps_logits(arch: Architecture) -> bool:
-    return isinstance(arch, LeNet) and arch.outputs == 2
-
-
 def can_mirror(arch: Architecture, prior: Prior) -> bool:
     """Whether mirroring a network's head maps the prior onto itself, so that a draw's mirror is a
     draw too: always for two logits (a swap), and for a scalar head (a negation) when the prior is
-    symmetric about 0 -- Gaussian, uniform (the engines' grids are), or symmetric levels."""
-    if swaps_logits(arch):
-        return True
-    if isinstance(prior, QuantizedUniform):
-        levels = np.asarray(prior.levels, dtype=np.float32)
-        return set(levels.tolist()) == set((-levels).tolist())
-    return isinstance(prior, (Uniform, Gaussian))
+    symmetric about 0."""
+    return arch.head_swaps() or prior.symmetric
 
 
 def mirror_heads(arch: Architecture, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -89,8 +72,8 @@ def mirror_heads(arch: Architecture, params: dict[str, torch.Tensor]) -> dict[st
     negated. The mirror's output is exactly -f (f = z_1 - z_0 for two logits), since IEEE
     rounding is symmetric, so it gets every training example the other way round."""
     mirrored = dict(params)
-    for name in head_names(arch):
-        mirrored[name] = params[name].flip(1) if swaps_logits(arch) else -params[name]
+    for name in arch.head_names():
+        mirrored[name] = params[name].flip(1) if arch.head_swaps() else -params[name]
     return mirrored
 
 

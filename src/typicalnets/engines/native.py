@@ -9,6 +9,7 @@ from typicalnets.certificate import DEFAULT_MARGIN
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.engines.base import KernelEngine
 from typicalnets.engines.drawing import can_mirror
+from typicalnets.native import KERNEL_ACTIVATIONS
 from typicalnets.nets import FCN, Architecture, LeNet, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Prior, QuantizedUniform, Uniform
@@ -83,7 +84,7 @@ class NativeEngine(KernelEngine):
             )
         else:
             widths = np.asarray(self.arch.layer_sizes[:-1], dtype=np.int32)
-            activation = ("relu", "sign", "leaky-relu", "tanh").index(self.arch.activation)
+            activation = KERNEL_ACTIVATIONS.index(self.arch.activation)
             evaluated = self.kernel.tn_fcn_check(
                 x,
                 y,

@@ -28,16 +28,15 @@ Exactness: every candidate's final verdict comes from ``typicalnets.certificate`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from typicalnets.certificate import DEFAULT_MARGIN, certified_interpolates, conv_layers, forward_with_scale
+from typicalnets.certificate import DEFAULT_MARGIN, certified_interpolates, forward_with_scale
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.engines.base import EngineStep, held_networks
 from typicalnets.engines.drawing import can_mirror, draw_batch
-from typicalnets.nets import FCN, Architecture, DiagonalLinear, Population
+from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior
 
 # (network, example) activations of the widest layer kept at once; bounds memory per chunk.
@@ -75,7 +74,7 @@ class TorchEngine:
         self.x = train.x[order].to(device)
         self.y = train.y[order].to(device)
         self.blocks = _blocks(train.n) if early_rejection else [(0, train.n)]
-        self.widest = self._widest_activation()
+        self.widest = arch.widest_activation()
         self.held = held_networks(arch, device)
 
     @property
@@ -134,22 +133,6 @@ class TorchEngine:
         disagreements = int((~accepted[alive]).sum())
         stats = CheckStats(evaluated, int(uncertain.sum()), int(recheck.numel()), disagreements)
         return accepted, stats
-
-    def _widest_activation(self) -> int:
-        """Largest intermediate (activations or im2col columns) of one network on one example."""
-        arch = self.arch
-        if isinstance(arch, FCN):
-            return max(arch.hidden)
-        if isinstance(arch, DiagonalLinear):
-            return arch.in_dim
-        convs, _, _ = conv_layers(arch)
-        spatial, channels, widest = list(arch.input_shape[1:]), arch.input_shape[0], 1
-        for (k, stride, pool, *_), c_out in zip(convs, arch.widths):
-            taps = k ** len(spatial)
-            out = [(size - k) // stride + 1 for size in spatial]
-            widest = max(widest, math.prod(out) * max(c_out, channels * taps))
-            spatial, channels = [size // pool for size in out], c_out
-        return widest
 
     def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_with_scale(self.arch, params, x, self.grouped)

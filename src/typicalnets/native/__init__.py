@@ -40,6 +40,8 @@ from typing import TypeVar
 from typicalnets.errors import TypicalnetsWarning
 
 SOURCE = Path(__file__).with_name("gc_kernel.c")
+# The kernels' activation codes, in the order of gc_kernel.c's enum (ACT_RELU = 0, ACT_SIGN, ACT_LEAKY, ACT_TANH).
+KERNEL_ACTIVATIONS = ("relu", "sign", "leaky-relu", "tanh")
 FLAGS = [
     "-O3",
     "-march=native",

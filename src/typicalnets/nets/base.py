@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from math import prod
 from typing import Any, ClassVar
 
 import torch
@@ -72,6 +73,24 @@ class Architecture(ABC):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description that ``arch_from_dict`` reads back."""
 
+    @abstractmethod
+    def flops_per_example(self) -> int:
+        """Multiply-adds x 2 of one forward on one example (what the engines budget their steps by)."""
+
+    @abstractmethod
+    def head_names(self) -> tuple[str, ...]:
+        """The parameters of the output layer (weights, and bias where there is one)."""
+
+    def head_swaps(self) -> bool:
+        """Whether the head is two logits, so that swapping them mirrors the output (f -> -f) for
+        any prior; otherwise mirroring negates the head, a prior draw only for a symmetric prior."""
+        return False
+
+    @abstractmethod
+    def widest_activation(self) -> int:
+        """The largest intermediate (activations or im2col columns) of one network on one example,
+        which bounds the torch engine's memory per chunk."""
+
     def num_params(self) -> int:
         total = 0
         for shape in self.param_shapes().values():
@@ -95,3 +114,14 @@ class Architecture(ABC):
 
     def describe(self) -> str:
         return f"{self.name}[{','.join(str(w) for w in self.widths)}]"
+
+
+def conv_widest(in_shape: tuple[int, ...], layers: list[tuple[int, int, int, int]]) -> int:
+    """``widest_activation`` of conv layers (kernel, stride, pool, channels out) on ``in_shape``:
+    each layer's output positions times the larger of its channels and its im2col column height."""
+    spatial, channels, widest = list(in_shape[1:]), in_shape[0], 1
+    for k, stride, pool, c_out in layers:
+        out = [(size - k) // stride + 1 for size in spatial]
+        widest = max(widest, prod(out) * max(c_out, channels * k ** len(spatial)))
+        spatial, channels = [size // pool for size in out], c_out
+    return widest

@@ -17,12 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import (
-    ACTIVATIONS,
-    Architecture,
-    check_activation,
-    check_widths,
-)
+from typicalnets.nets.base import ACTIVATIONS, Architecture, check_activation, check_widths, conv_widest
 
 
 def _per_layer(value, count: int, what: str) -> tuple[int, ...]:
@@ -102,6 +97,22 @@ class CNN(Architecture):
     @property
     def readout_features(self) -> int:
         return self.channels[-1] * prod(self.spatial_sizes()[-1])
+
+    def flops_per_example(self) -> int:
+        """Multiply-adds x 2 of one forward on one example (biases, scales, activations, pooling not counted)."""
+        sizes, c_in, macs = self.spatial_sizes(), self.in_shape[0], 0
+        for (k, s, _), c_out, spatial in zip(zip(self.kernel_size, self.stride, self.pool), self.channels, sizes):
+            positions = prod((n - k) // s + 1 for n in spatial)
+            macs += positions * c_out * c_in * k**self.dims
+            c_in = c_out
+        return 2 * (macs + self.readout_features)
+
+    def head_names(self) -> tuple[str, ...]:
+        return (f"w{self.depth}", f"b{self.depth}") if self.bias else (f"w{self.depth}",)
+
+    def widest_activation(self) -> int:
+        layers = list(zip(self.kernel_size, self.stride, self.pool, self.channels))
+        return conv_widest(self.in_shape, layers)
 
     def param_shapes(self):
         shapes: dict[str, tuple[int, ...]] = {}

@@ -43,6 +43,16 @@ class DiagonalLinear(Architecture):
     def fan_in(self, name):
         return 1
 
+    def flops_per_example(self) -> int:
+        """The products of the depth layers and the inner product with x, x 2."""
+        return 2 * self.depth * self.in_dim
+
+    def head_names(self) -> tuple[str, ...]:
+        return (f"w{self.depth}",)
+
+    def widest_activation(self) -> int:
+        return self.in_dim
+
     def effective_weights(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         beta = params["w1"]
         for layer in range(2, self.depth + 1):

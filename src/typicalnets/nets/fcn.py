@@ -70,6 +70,12 @@ class FCN(Architecture):
     def with_widths(self, widths):
         return replace(self, hidden=tuple(widths))
 
+    def head_names(self) -> tuple[str, ...]:
+        return (f"w{self.depth}", f"b{self.depth}") if self.bias else (f"w{self.depth}",)
+
+    def widest_activation(self) -> int:
+        return max(self.hidden)
+
     def param_shapes(self):
         sizes = self.layer_sizes
         shapes: dict[str, tuple[int, ...]] = {}

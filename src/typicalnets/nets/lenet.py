@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import Architecture, check_widths
+from typicalnets.nets.base import Architecture, check_widths, conv_widest
 
 KERNEL = 5
 POOL = 2
@@ -118,6 +118,16 @@ class LeNet(Architecture):
         macs = h1 * w1 * c1 * self.in_shape[0] * KERNEL**2 + h2 * w2 * c2 * c1 * KERNEL**2
         macs += self.flat_features * f1 + f1 * f2 + f2 * self.outputs
         return 2 * macs
+
+    def head_names(self) -> tuple[str, ...]:
+        return ("w5", "b5")
+
+    def head_swaps(self) -> bool:
+        return self.outputs == 2
+
+    def widest_activation(self) -> int:
+        c1, c2 = self.layer_widths[:2]
+        return conv_widest(self.in_shape, [(KERNEL, 1, POOL, c1), (KERNEL, 1, POOL, c2)])
 
     def logits(self, params, x):
         """Head outputs, shape (M, n, outputs)."""

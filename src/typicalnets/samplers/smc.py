@@ -423,7 +423,7 @@ class FCNCache:
         levels = prior.level_tensor(torch.float32)
         accepted = torch.zeros(len(flat), dtype=torch.int64)
         key = int(torch.randint(1 << 62, (1,), generator=rng))
-        act = ("relu", "sign", "leaky-relu", "tanh").index(arch.activation)
+        act = native.KERNEL_ACTIVATIONS.index(arch.activation)
         kernel.tn_fcn1_moves(
             len(flat),
             flat.shape[1],
