@@ -157,6 +157,7 @@ def run(
 
 @app.command("sample")
 def sample_command(
+    ctx: typer.Context,
     train: Annotated[Path, typer.Option(help=".npz with x (n, d) or (n, c, h, w) and y in {-1,+1} or {0,1}")],
     out: Annotated[Path, typer.Option(help="output directory")],
     test: Annotated[Path | None, typer.Option(help=".npz test set, same format")] = None,
@@ -262,28 +263,10 @@ def sample_command(
             "matching data"
         )
     prior_obj = parse_prior(prior)
+    # The sampler settings are the options named like MethodSpec's fields.
+    settings = {name: value for name, value in ctx.params.items() if name in MethodSpec.model_fields}
     spec = build_model(
-        MethodSpec,
-        {
-            "sampler": sampler,
-            "device": device,
-            "engine": engine,
-            "batch_size": batch_size,
-            "mirror": mirror,
-            "loss_bin": bin_edges,
-            "particles": particles,
-            "repeats": repeats,
-            "block": block,
-            "max_moves": max_moves,
-            "sgd_init": sgd_init,
-            "sgd_loss": sgd_loss,
-            "sgd_lr": sgd_lr,
-            "sgd_batch_size": sgd_batch_size or None,
-            "sgd_max_steps": sgd_max_steps,
-            "sgd_epochs": sgd_epochs,
-            "sgd_momentum": sgd_momentum,
-            "sgd_stop": sgd_stop,
-        },
+        MethodSpec, {**settings, "device": device, "loss_bin": bin_edges, "sgd_batch_size": sgd_batch_size or None}
     )
     with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
         rng = torch.Generator(device=device).manual_seed(seed)
@@ -384,6 +367,39 @@ def bound(
     Prints C~ in nats and bits with its terms (derivations: typicalnets.theory), and with --n or
     --epsilon the error bound (C~ + ln(1/delta))/n or the sample size that reaches epsilon.
     """
+    teacher_arch, student, teacher_net = _bound_models(
+        arch, student_widths, teacher_widths, teacher, in_dim, in_shape, kernel_size, stride, pool, bias
+    )
+    prior_obj = parse_prior(prior)
+    result = c_tilde_for(teacher_arch, student, prior_obj, teacher_net, zero_prob, placements, margin)
+    report = bound_report(result, prior_obj, delta, n, epsilon)
+    if plot is not None:
+        _check_plot(plot, overwrite)
+    report = {**_bound_inputs(arch, teacher_arch, student, teacher), **report, "plot": str(plot) if plot else None}
+    if plot is not None:
+        title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior_obj.spec()}"
+        _write_plot(plot, result.nats, delta, n, epsilon, title)
+    if json_output:
+        typer.echo(json.dumps(report, allow_nan=False))
+        return
+    Console(soft_wrap=True).print(
+        _bound_table(result, report, teacher_arch, student, prior_obj, n, delta, epsilon, plot)
+    )
+
+
+def _bound_models(
+    arch: str,
+    student_widths: str,
+    teacher_widths: str | None,
+    teacher: Path | None,
+    in_dim: int | None,
+    in_shape: str | None,
+    kernel_size: str,
+    stride: str,
+    pool: str,
+    bias: bool,
+):
+    """(teacher architecture, student architecture, teacher network or None) from ``bound``'s options."""
     if arch not in ("fcn", "sfcn", "cnn", "scnn"):
         raise TypicalnetsError(f"--arch {arch!r} has no C~ bound; use fcn, sfcn, cnn or scnn")
     convolutional = arch in ("cnn", "scnn")
@@ -423,26 +439,28 @@ def bound(
         conv = (_ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"))
         student = build_arch(arch, input_shape, widths, "relu", bias, *conv)
         teacher_arch = build_arch(arch, input_shape, _ints(teacher_widths, "--teacher-widths"), "relu", bias, *conv)
-    prior_obj = parse_prior(prior)
-    result = c_tilde_for(teacher_arch, student, prior_obj, teacher_net, zero_prob, placements, margin)
-    report = bound_report(result, prior_obj, delta, n, epsilon)
-    if plot is not None:
-        if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
-            raise TypicalnetsError(f"--plot {plot} needs a .png, .pdf or .svg name; rename it")
-        if not plot.parent.is_dir():
-            raise TypicalnetsError(f"the folder of --plot {plot} does not exist; create it or choose another path")
-        if plot.exists() and not (overwrite and plot.is_file()):
-            raise TypicalnetsError(
-                f"--plot {plot} already exists; pass --overwrite to replace it or choose another path"
-            )
+    return teacher_arch, student, teacher_net
+
+
+def _check_plot(plot: Path, overwrite: bool) -> None:
+    if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise TypicalnetsError(f"--plot {plot} needs a .png, .pdf or .svg name; rename it")
+    if not plot.parent.is_dir():
+        raise TypicalnetsError(f"the folder of --plot {plot} does not exist; create it or choose another path")
+    if plot.exists() and not (overwrite and plot.is_file()):
+        raise TypicalnetsError(f"--plot {plot} already exists; pass --overwrite to replace it or choose another path")
+
+
+def _bound_inputs(arch: str, teacher_arch, student, teacher: Path | None) -> dict[str, Any]:
+    """The report's description of the teacher and student."""
     inputs: dict[str, Any] = {
         "arch": arch,
-        "student_widths": list(widths),
+        "student_widths": list(student.widths),
         "teacher_widths": list(teacher_arch.widths),
         "bias": student.bias,
         "teacher": str(teacher) if teacher else None,
     }
-    if convolutional:
+    if arch in ("cnn", "scnn"):
         inputs.update(
             in_shape=list(student.in_shape),
             kernel_size=list(student.kernel_size),
@@ -451,20 +469,22 @@ def bound(
         )
     else:
         inputs.update(in_dim=student.in_dim)
-    report = {**inputs, **report, "plot": str(plot) if plot else None}
-    if plot is not None:
-        title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior_obj.spec()}"
-        # Drawn beside the target and renamed over it, so an interrupted run leaves no half-written plot.
-        staging = plot.with_name(f".{plot.stem}.partial-{os.getpid()}{plot.suffix}")
-        try:
-            plot_epsilon_vs_n(result.nats, delta, staging, n, epsilon, title)
-            staging.replace(plot)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
-    if json_output:
-        typer.echo(json.dumps(report, allow_nan=False))
-        return
+    return inputs
+
+
+def _write_plot(plot: Path, nats: float, delta: float, n: int | None, epsilon: float | None, title: str) -> None:
+    # Drawn beside the target and renamed over it, so an interrupted run leaves no half-written plot.
+    staging = plot.with_name(f".{plot.stem}.partial-{os.getpid()}{plot.suffix}")
+    try:
+        plot_epsilon_vs_n(nats, delta, staging, n, epsilon, title)
+        staging.replace(plot)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def _bound_table(result, report: dict[str, Any], teacher_arch, student, prior_obj, n, delta, epsilon, plot) -> Table:
+    """The human-readable report: C~ with its terms and counts, and the requested bounds."""
     table = Table(
         title=f"C~ bound: {teacher_arch.describe()} teacher in {student.describe()} student, "
         f"prior {prior_obj.spec()} ({result.variant})"
@@ -490,7 +510,7 @@ def bound(
         table.add_row("note", note)
     if plot is not None:
         table.add_row("plot", str(plot))
-    Console(soft_wrap=True).print(table)
+    return table
 
 
 def as_flags(message: str, argv: list[str] | None) -> str:
