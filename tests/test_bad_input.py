@@ -442,21 +442,7 @@ def fuzz_root(tmp_path_factory) -> Path:
 @given(option=st.sampled_from(SAMPLE_OPTIONS), value=VALUES)
 def test_random_sample_options_never_trace_back(option, value, fuzz_root, capsys):
     shutil.rmtree(fuzz_root / "out", ignore_errors=True)
-    base = [
-        "sample",
-        "--train",
-        "{files}/good.npz",
-        "--out",
-        "{out}",
-        "--no-progress",
-        "--count",
-        "2",
-        "--max-draws",
-        "20000",
-        "--widths",
-        "4",
-    ]
-    _check_random_call("sample", base, option, value, fuzz_root, capsys)
+    _check_random_call("sample", SAMPLE, option, value, fuzz_root, capsys)
 
 
 @settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
