@@ -59,7 +59,7 @@ def main() -> int:
             GuessAndCheck(student, prior, train, batch_size=1 << 16), gen, args.count, max_draws=10**10, progress=False
         )
         smc = sample_smc(
-            lambda train=train: SequentialMonteCarlo(student, prior, train, args.particles, refresh=args.refresh),
+            SequentialMonteCarlo(student, prior, train, args.particles, refresh=args.refresh),
             gen,
             args.count,
             args.repeats,

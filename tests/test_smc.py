@@ -44,7 +44,7 @@ def tiny():
 def test_smc_matches_exact_posterior_and_volume(tiny):
     arch, cube, train, exact_rate, posterior = tiny
     result = sample_smc(
-        lambda: SequentialMonteCarlo(arch, Q3, train, particles=500, min_moves=10, refresh=20, target_unique=0.9),
+        SequentialMonteCarlo(arch, Q3, train, particles=500, min_moves=10, refresh=20, target_unique=0.9),
         torch.Generator().manual_seed(0),
         4000,
         repeats=8,
@@ -78,7 +78,7 @@ def test_smc_agrees_with_guess_and_check(teacher_task):
     arch = FCN(4, (8,))
     gen = torch.Generator().manual_seed(1)
     smc = sample_smc(
-        lambda: SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4, progress=False
+        SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4, progress=False
     )
     gc = sample(GuessAndCheck(arch, Q3, teacher_task.train), gen, 400, max_draws=10**8, progress=False)
     smc_low, smc_high = smc.log_prob_interpolate_ci

@@ -120,7 +120,7 @@ def run_method(
     if spec.sampler == "smc":
         particles, repeats = spec.smc_layout(count)
         result = sample_smc(
-            lambda: SequentialMonteCarlo(
+            SequentialMonteCarlo(
                 arch,
                 prior,
                 train,

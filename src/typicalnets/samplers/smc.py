@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -65,6 +64,7 @@ class SMCState(NamedTuple):
     draws: int  # network evaluations (on all seen examples) spent so far
     accepted: Population  # the final particles once every example is in, else empty
     degenerate: bool  # no particle survived a block: sampling failed
+    coordinates: int  # parameters one move re-draws: adapted to the move acceptance as the run goes
     cache: FCNCache | None = None  # cached activations (one-hidden-layer FCNs with quantized priors)
 
 
@@ -125,7 +125,7 @@ class SequentialMonteCarlo:
         order = class_interleaved_order(train.y)
         self.x, self.y = train.x[order].to(device), train.y[order].to(device)
         self.n_params = arch.num_params()
-        self.coordinates = int(coordinates) if coordinates else max(1, self.n_params // 50)
+        self.initial_coordinates = int(coordinates) if coordinates else max(1, self.n_params // 50)
         # One-hidden-layer FCNs with quantized priors cache activations: a move costs O(examples).
         self.cached = isinstance(arch, FCN) and arch.depth == 2 and isinstance(prior, QuantizedUniform)
         self.x64 = self.x.double()
@@ -150,7 +150,8 @@ class SequentialMonteCarlo:
         return certified_interpolates(self._population(flat), self.x[:seen], self.y[:seen])
 
     def init(self) -> SMCState:
-        return SMCState(None, 0, 0.0, 0, Population.empty(self.arch, self.prior, device=self.x.device), False)
+        empty = Population.empty(self.arch, self.prior, device=self.x.device)
+        return SMCState(None, 0, 0.0, 0, empty, False, self.initial_coordinates)
 
     def progress(self, state: SMCState) -> tuple[int, int]:
         """(examples incorporated, training examples): what the driver's progress bar shows."""
@@ -182,16 +183,20 @@ class SequentialMonteCarlo:
         if cache is not None:
             cache = cache.take(survivors[pick])
         # 4. Rejuvenate until diverse enough (or max_moves sweeps).
-        flat, acceptance, moves, evaluations = self._rejuvenate(rng, flat, seen, cache)
+        flat, acceptance, moves, evaluations, coordinates = self._rejuvenate(rng, flat, seen, state.coordinates, cache)
         draws += evaluations
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
         if done and cache is not None and not bool(certified_interpolates(accepted, self.x, self.y).all()):
             raise RuntimeError("SMC's cached activations drifted from the parameters; please report this")
         info = SMCInfo(seen, survival, len(survivors), _unique(flat), acceptance, moves)
-        return SMCState(flat, seen, log_prob, draws, accepted, False, cache), info
+        return SMCState(flat, seen, log_prob, draws, accepted, False, coordinates, cache), info
 
-    def _rejuvenate(self, rng: torch.Generator, flat: torch.Tensor, seen: int, cache: FCNCache | None = None):
+    def _rejuvenate(
+        self, rng: torch.Generator, flat: torch.Tensor, seen: int, coordinates: int, cache: FCNCache | None = None
+    ):
+        """MCMC moves until the particles are diverse enough; returns the moved particles, the mean move
+        acceptance, the sweeps, their cost in network evaluations and the adapted ``coordinates``."""
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
         quantized = isinstance(self.prior, QuantizedUniform)
@@ -217,38 +222,36 @@ class SequentialMonteCarlo:
                 if moves % 2 == 0:
                     flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
                 else:
-                    flat, moved = cache.unit_move(
-                        self.arch, self.prior, rng, flat, self.x64, self.y, seen, self.coordinates
-                    )
+                    flat, moved = cache.unit_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen, coordinates)
                     rate = float((moved > 0).double().mean())
                     if rate < 0.2:
-                        self.coordinates = max(1, self.coordinates // 2)
+                        coordinates = max(1, coordinates // 2)
                     elif rate > 0.5:
-                        self.coordinates = min(self.arch.in_dim, self.coordinates * 2)
+                        coordinates = min(self.arch.in_dim, coordinates * 2)
                 refreshed += moved
                 moved = (moved > 0).double()
                 cost = len(flat)
             elif quantized:
-                flat, moved, cost = self._coordinate_move(rng, flat, seen)
-                refreshed += moved * self.coordinates
+                flat, moved, cost = self._coordinate_move(rng, flat, seen, coordinates)
+                refreshed += moved * coordinates
                 rate = float(moved.mean())
                 if rate < 0.2:
-                    self.coordinates = max(1, self.coordinates // 2)
+                    coordinates = max(1, coordinates // 2)
                 elif rate > 0.5:
-                    self.coordinates = min(self.n_params, self.coordinates * 2)
+                    coordinates = min(self.n_params, coordinates * 2)
             else:  # an elliptical slice move refreshes every coordinate
                 flat, moved, cost = self._elliptical_slice(rng, flat, seen)
                 refreshed += moved * self.n_params
             total += float(moved.mean())
             moves += 1
             evaluations += cost
-        return flat, (total / moves if moves else 0.0), moves, evaluations
+        return flat, (total / moves if moves else 0.0), moves, evaluations, coordinates
 
-    def _coordinate_move(self, rng: torch.Generator, flat: torch.Tensor, seen: int):
+    def _coordinate_move(self, rng: torch.Generator, flat: torch.Tensor, seen: int, coordinates: int):
         """Re-draw ``coordinates`` random parameters of every particle from the prior; keep iff valid."""
         count = len(flat)
-        index = torch.randint(self.n_params, (count, self.coordinates), generator=rng, device=rng.device)
-        values = self.prior.sample((count, self.coordinates), rng).to(flat.dtype)
+        index = torch.randint(self.n_params, (count, coordinates), generator=rng, device=rng.device)
+        values = self.prior.sample((count, coordinates), rng).to(flat.dtype)
         proposal = flat.clone()
         proposal.scatter_(1, index.to(flat.device), values.to(flat.device))
         ok = self._satisfies(proposal, seen)
@@ -500,7 +503,7 @@ def _unique(flat: torch.Tensor) -> int:
 
 
 def sample_smc(
-    make_sampler: Callable[[], SequentialMonteCarlo],
+    sampler: SequentialMonteCarlo,
     rng: torch.Generator,
     count: int,
     repeats: int = 1,
@@ -511,19 +514,19 @@ def sample_smc(
     """Run ``repeats`` independent SMC runs; pool ``count`` samples and estimate ln P(L_S = 0).
 
     The estimate is the mean of the runs' ln-estimates; its 95% interval is Student's t over the
-    runs (needs repeats >= 2). Samples are taken evenly from the runs' final particles.
+    runs (needs repeats >= 2). Samples are taken evenly from the runs' final particles. The runs
+    share ``sampler``: its adaptive settings live in each run's state, so every run starts alike.
     """
     if repeats < 1:
         raise TypicalnetsError(f"repeats must be >= 1, got {repeats}; give e.g. repeats=4")
     start = time.perf_counter()
     runs: list[SampleResult] = []
+    if count > sampler.particles * repeats:
+        raise TypicalnetsError(
+            f"asked for {count} samples but {repeats} run(s) of {sampler.particles} particles hold fewer; "
+            "raise particles or repeats"
+        )
     for index in range(repeats):
-        sampler = make_sampler()
-        if count > sampler.particles * repeats:
-            raise TypicalnetsError(
-                f"asked for {count} samples but {repeats} run(s) of {sampler.particles} particles hold fewer; "
-                "raise --particles or --repeats"
-            )
         left = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
         budget = None if max_draws is None else max(1, max_draws - sum(r.draws for r in runs))
         run = sample(sampler, rng, sampler.particles, budget, left, progress, f"smc run {index + 1}/{repeats}")
