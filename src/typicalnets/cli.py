@@ -515,12 +515,20 @@ def _bound_table(result, report: dict[str, Any], teacher_arch, student, prior_ob
 
 def as_flags(message: str, argv: list[str] | None) -> str:
     """A library message with the invoked command's parameter names as its flags: every name with an
-    underscore (``max_draws`` -> ``--max-draws``), and any name followed by a comparison, ``=`` or
-    "must" (``count = 0``, ``count must be >= 1``); ``name=False`` becomes ``--no-name``."""
+    underscore (``max_draws`` -> ``--max-draws``), any name followed by a comparison, ``=`` or "must"
+    (``count = 0``, ``count must be >= 1``), names after a verb of advice ("raise particles or
+    repeats"); ``name=False`` becomes ``--no-name``."""
     words = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
     sub = command.commands.get(words[0]) if words and hasattr(command, "commands") else None
     names = sorted({param.name for param in sub.params if param.name} if sub else set(), key=len, reverse=True)
+
+    def advised(match: re.Match) -> str:
+        verb, first, joiner, second = match.groups()
+        flags = [f"--{word.replace('_', '-')}" if word in names else word for word in (first, second) if word]
+        return f"{verb} {flags[0]}" + (f" {joiner} {flags[1]}" if second else "")
+
+    message = re.sub(r"\b(raise|lower|set|give|pass|drop) ([a-z_]+)(?: (or|and) ([a-z_]+))?\b", advised, message)
     for name in names:
         flag = "--" + name.replace("_", "-")
         message = re.sub(rf"\b{name}=False\b", f"--no-{name.replace('_', '-')}", message)
