@@ -1,13 +1,14 @@
 """The protocol every sampler follows, and the driver that runs any of them under budgets.
 
-Modelled on BlackJAX: a sampler is an object with ``init(...) -> State`` and
-``step(rng, state) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples. Every State has
-``accepted`` (a Population of the samples so far) and ``draws`` (prior draws spent), so one driver,
-``sample``, can run any sampler until it holds ``count`` samples or a draw or time budget runs out.
-A sampler whose draws come in groups (G&C's mirrored pairs) says so in ``draws_per_trial``; the
-driver then spends draw budgets in whole groups, never past ``max_draws``.
-A sampler may also offer ``progress(state) -> (done, total)`` for the progress bar (SMC counts
-examples), and a State may say ``degenerate`` to stop the run.
+Modelled on BlackJAX: a sampler is an object with ``init() -> State`` and
+``step(rng, state, max_draws) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples and
+``step`` changes nothing in place. Every State has ``accepted`` (a Population of the samples so
+far) and ``draws`` (prior draws spent), so one driver, ``sample``, can run any sampler until it
+holds ``count`` samples or a draw or time budget runs out. The driver asks the sampler, never the
+state's fields: ``draws_per_trial`` (G&C's mirrored pairs are 2: draw budgets are spent in whole
+groups, never past ``max_draws``), ``progress(state, count)`` for the progress bar (SMC counts
+examples), ``failed(state)`` (SMC: no particle survived) and ``log_prob_estimate(state,
+stop_reason)`` (SMC's own estimate of ln P(L_S = 0); None where the acceptance rate gives it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.progress import (
 )
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import Population
+from typicalnets.nets import Architecture, Population
 from typicalnets.resources import check_memory
 from typicalnets.stats import clopper_pearson
 
@@ -39,10 +40,18 @@ class State(Protocol):
 
 class Sampler(Protocol):
     name: str
+    arch: Architecture
+    draws_per_trial: int
 
     def init(self) -> Any: ...
 
     def step(self, rng: torch.Generator, state: Any, max_draws: int | None = None) -> tuple[Any, NamedTuple]: ...
+
+    def progress(self, state: Any, count: int) -> tuple[int, int]: ...
+
+    def failed(self, state: Any) -> bool: ...
+
+    def log_prob_estimate(self, state: Any, stop_reason: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -142,16 +151,14 @@ def sample(
         raise TypicalnetsError(f"max draws must be >= 1, got {max_draws}; give a positive budget or none")
     if time_limit is not None and not time_limit > 0:
         raise TypicalnetsError(f"time limit must be > 0 seconds, got {time_limit}; give a positive budget or none")
-    unit = getattr(sampler, "draws_per_trial", 1)
+    unit = sampler.draws_per_trial
     if max_draws is not None and max_draws < unit:
         raise TypicalnetsError(
             f"max_draws = {max_draws} is less than one trial of {sampler.name} ({unit} draws: a mirrored pair); "
             f"give max_draws >= {unit}, or mirror=False"
         )
-    arch = getattr(sampler, "arch", None)
-    if arch is not None:  # the samples are held until the end; a draw budget caps how many there can be
-        held = count if max_draws is None else min(count, max_draws)
-        check_memory(arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
+    held = count if max_draws is None else min(count, max_draws)  # held until the end; draws cap how many
+    check_memory(sampler.arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
     start = time.perf_counter()
     state = sampler.init()
     stop_reason = "count"
@@ -163,11 +170,10 @@ def sample(
         TextColumn("{task.fields[draws]} draws"),
         TimeElapsedColumn(),
     )
-    count_progress = getattr(sampler, "progress", None)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(description or sampler.name, total=count, draws="0")
         while len(state.accepted) < count:
-            if getattr(state, "degenerate", False):
+            if sampler.failed(state):
                 stop_reason = "degenerate"
                 break
             if max_draws is not None and state.draws + unit > max_draws:
@@ -179,7 +185,7 @@ def sample(
             remaining = None if max_draws is None else max_draws - state.draws
             state, info = sampler.step(rng, state, remaining)
             history.append(info)
-            done, total = count_progress(state) if count_progress else (min(len(state.accepted), count), count)
+            done, total = sampler.progress(state, count)
             bar.update(task, completed=done, total=total, draws=f"{state.draws:,}")
     return SampleResult(
         sampler=sampler.name,
@@ -189,14 +195,7 @@ def sample(
         draws=state.draws,
         seconds=time.perf_counter() - start,
         stop_reason=stop_reason,
-        # An SMC run stopped by a budget has no estimate for the whole training set.
-        log_prob_estimate=(
-            None
-            if not hasattr(state, "log_prob")
-            else state.log_prob
-            if stop_reason in ("count", "degenerate")
-            else math.nan
-        ),
+        log_prob_estimate=sampler.log_prob_estimate(state, stop_reason),
         history=tuple(history),
         draws_per_trial=unit,
     )

@@ -116,6 +116,16 @@ class GuessAndCheck:
     def init(self) -> GCState:
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
 
+    def progress(self, state: GCState, count: int) -> tuple[int, int]:
+        """(samples, count): what the driver's progress bar shows."""
+        return min(len(state.accepted), count), count
+
+    def failed(self, state: GCState) -> bool:
+        return False  # G&C cannot fail: it only runs out of budget
+
+    def log_prob_estimate(self, state: GCState, stop_reason: str) -> None:
+        return None  # ln P(L_S = 0) is ln of the acceptance rate (SampleResult.log_prob_interpolate)
+
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
         unit = self.draws_per_trial
         size = state.batch or self.batch_size

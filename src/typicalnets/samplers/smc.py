@@ -153,9 +153,19 @@ class SequentialMonteCarlo:
         empty = Population.empty(self.arch, self.prior, device=self.x.device)
         return SMCState(None, 0, 0.0, 0, empty, False, self.initial_coordinates)
 
-    def progress(self, state: SMCState) -> tuple[int, int]:
+    draws_per_trial = 1
+
+    def progress(self, state: SMCState, count: int) -> tuple[int, int]:
         """(examples incorporated, training examples): what the driver's progress bar shows."""
         return state.seen, len(self.y)
+
+    def failed(self, state: SMCState) -> bool:
+        return state.degenerate
+
+    def log_prob_estimate(self, state: SMCState, stop_reason: str) -> float:
+        """The run's estimate of ln P(L_S = 0); nan for a run stopped by a budget before the last
+        example, which has no estimate for the whole training set."""
+        return state.log_prob if stop_reason in ("count", "degenerate") else math.nan
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
         flat, draws, cache = state.flat, state.draws, state.cache
