@@ -149,7 +149,6 @@ def run(
     out = out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     inputs = [config] if config else []
     check_output_dir(out, overwrite, inputs + experiment_inputs(settings))
-    check_device(settings.device)
     if settings.teacher:
         load_teacher(settings)  # a bad teacher file fails here, before any work
     run_experiment(settings, out, overwrite, progress, console, inputs)

@@ -59,7 +59,7 @@ class GCInfo(NamedTuple):
     draws: int  # drawn in this step
     accepted: int  # accepted in this step
     network_examples: int  # (network, example) forwards evaluated in this step
-    rechecked: int  # networks re-checked by the straightforward fp32 forward
+    rechecked: int  # networks sent to the full-precision certificate
 
 
 def normalized_cross_entropy(population: Population, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
