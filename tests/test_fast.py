@@ -19,10 +19,10 @@ from typicalnets import native
 from typicalnets.certificate import certified_interpolates
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.engines import CudaEngine, NativeEngine, TorchEngine
-from typicalnets.engines.drawing import can_mirror, draw_batch, quantized_codes
+from typicalnets.engines.drawing import can_mirror, draw_batch
 from typicalnets.native import cuda as cuda_kernel
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
-from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
+from typicalnets.priors import Gaussian, QuantizedUniform, Uniform, quantized_codes
 from typicalnets.samplers import sample
 from typicalnets.samplers.gc import GuessAndCheck, normalized_cross_entropy
 

@@ -210,7 +210,7 @@ def test_good_kernel_loads_without_a_warning_or_a_build(built_kernel, cache):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kernel = native.load()
-    assert kernel is not None and Path(kernel._name) == entry and entry.stat().st_mtime_ns == built_at
+    assert kernel is not None and Path(kernel.library._name) == entry and entry.stat().st_mtime_ns == built_at
 
 
 @pytest.mark.parametrize("tampering", ["other bytes", "truncated"])
@@ -219,7 +219,7 @@ def test_tampered_kernel_is_rebuilt_and_works(built_kernel, cache, tampering):
     TAMPERINGS[tampering](entry)  # a truncated library, if loaded, would crash the process with SIGBUS
     kernel, message = one_warning(native.load)
     assert f"{entry} failed its integrity check" in message and "rebuilt it" in message
-    assert kernel is not None and Path(kernel._name) == entry
+    assert kernel is not None and Path(kernel.library._name) == entry
     check_kernel_works()
 
 

@@ -21,6 +21,7 @@ import math
 import pytest
 import torch
 
+from typicalnets.certificate import forward_with_scale
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import (
     ARCH_NAMES,
@@ -452,3 +453,29 @@ def test_with_widths_and_describe():
     assert cnn.with_widths((2,)).channels == (2,) and cnn.name == "cnn"
     with pytest.raises(TypicalnetsError):
         fcn.with_widths((0, 3))
+
+
+PLAN_FAMILIES = [
+    FCN(6, (5,)),
+    FCN(6, (5, 4, 3), activation="tanh", bias=False, scaled=True),
+    FCN(6, (4, 4), activation="leaky-relu", scaled=True),
+    CNN((2, 12), (3, 2), kernel_size=(3, 2), stride=(1, 2), pool=(2, 1), scaled=True),
+    CNN((1, 10, 9), (2, 3), kernel_size=3, pool=(2, 1), activation="tanh", bias=False),
+    LeNet.with_width_factor(0.25, (1, 18, 16)),
+    LeNet.with_width_factor(0.25, (2, 16, 16), "scalar"),
+    DiagonalLinear(6, depth=3),
+]
+
+
+@pytest.mark.parametrize("arch", PLAN_FAMILIES, ids=lambda arch: arch.describe())
+@pytest.mark.parametrize("grouped", [True, False])
+def test_the_certificates_scaled_forward_reads_the_layer_plan_as_the_family_computes(arch, grouped):
+    """``certificate.forward_with_scale`` runs any family from its ``layer_plan``; in float64 it must
+    give the family's own forward to 1e-10 (the same sums in another order), and each output's scale
+    sum |w_i h_i| + |b| bounds |f|."""
+    gen = torch.Generator().manual_seed(3)
+    population = Population.draw(arch, Gaussian(1.0), 5, gen).to(dtype=torch.float64)
+    x = torch.randn(7, *arch.input_shape, generator=gen, dtype=torch.float64)
+    f, scale = forward_with_scale(arch, population.params, x, grouped=grouped)
+    assert torch.allclose(f, population.forward(x), rtol=1e-10, atol=1e-10)
+    assert bool((f.abs() <= scale * (1 + 1e-12)).all())

@@ -29,51 +29,39 @@ any engine.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets import CNN, FCN, Architecture, DiagonalLinear, LeNet, Population
-from typicalnets.nets.base import ACTIVATIONS
-from typicalnets.priors import Prior, QuantizedUniform, Uniform
+from typicalnets.nets import Architecture, Population
+from typicalnets.nets.base import ACTIVATIONS, Conv, Dense, Head, Product
+from typicalnets.priors import Prior
 
 DEFAULT_MARGIN = 1e-4
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 OVERFLOW_HEADROOM = 2.0**-8  # refuse worst cases within 2^8 of fp32's largest value (see above)
-GAUSSIAN_TAIL = 10.0  # a Gaussian weight's bound in sigmas for the overflow check
 TIE = 1e-9  # |f| <= TIE * scale in float64 counts as f = 0 (an exact tie up to float64 rounding)
-
-
-def weight_bound(prior: Prior) -> float:
-    """The largest |parameter| the prior draws (for a Gaussian, GAUSSIAN_TAIL sigmas)."""
-    if isinstance(prior, QuantizedUniform):
-        return max(abs(level) for level in prior.levels)
-    if isinstance(prior, Uniform):
-        return prior.a
-    return GAUSSIAN_TAIL * prior.sigma
+SATURATING = ("tanh", "sign")  # activations whose outputs stay within [-1, 1]
 
 
 def activation_bound(arch: Architecture, prior: Prior, input_bound: float) -> float:
     """An upper bound on |z| over every pre-activation and output of every network the prior can
     draw, for inputs with |x| <= ``input_bound`` (see the module docstring); computed in Python
     floats, so it is inf when it exceeds float64's range."""
-    w_max = weight_bound(prior)
-    if isinstance(arch, DiagonalLinear):  # beta_i = prod_l w_l,i, then f = sum_i beta_i x_i
-        return max(w_max**arch.depth, 1.0) * max(1.0, arch.in_dim * input_bound)
-    saturating = getattr(arch, "activation", "relu") in ("tanh", "sign")
-    names = list(arch.param_shapes())
-    head = max(i for i, name in enumerate(names) if name.startswith("w"))
+    w_max = prior.weight_bound()
     h, worst = input_bound, input_bound
-    for index, name in enumerate(names):
-        kind = name[0]
-        if kind == "w":
-            z = arch.fan_in(name) * w_max * h
-            if index + 1 < len(names) and names[index + 1][0] == "b":
-                z += w_max
-            worst = max(worst, 2.0 * z if index == head else z)  # two logits: f = z_1 - z_0
-            h = min(z, 1.0) if saturating else z
-        elif kind == "s":
+    for layer in arch.layer_plan():
+        if isinstance(layer, Product):  # beta_i = prod_l w_l,i, then f = sum_i beta_i x_i
+            return max(w_max ** len(layer.weights), 1.0) * max(1.0, math.prod(arch.input_shape) * input_bound)
+        z = arch.fan_in(layer.weight) * w_max * h + (w_max if layer.bias else 0.0)
+        if isinstance(layer, Head):
+            return max(worst, 2.0 * z)  # two logits: f = z_1 - z_0
+        worst = max(worst, z)
+        h = min(z, 1.0) if layer.activation in SATURATING else z
+        if layer.scale is not None:
             h *= w_max
             worst = max(worst, h)
     return worst
@@ -85,7 +73,7 @@ def check_float32_range(arch: Architecture, prior: Prior, x: torch.Tensor) -> No
     bound = activation_bound(arch, prior, input_bound)
     if bound > FLOAT32_MAX * OVERFLOW_HEADROOM:
         raise TypicalnetsError(
-            f"with inputs up to |x| = {input_bound:.3g} and weights up to {weight_bound(prior):.3g} "
+            f"with inputs up to |x| = {input_bound:.3g} and weights up to {prior.weight_bound():.3g} "
             f"({prior.spec()}), a {arch.describe()} network can compute values up to {bound:.3g}, beyond "
             f"float32's range ({FLOAT32_MAX:.3g}); rescale the inputs or the prior's levels, or use fewer or "
             "narrower layers"
@@ -102,13 +90,26 @@ def forward_with_scale(
     where it measured 10% faster on an H200 (``benchmarks/gc_throughput.py --ablations``);
     ``grouped`` overrides.
     """
-    if isinstance(arch, FCN):
-        return _fcn_forward(arch, params, x)
-    if isinstance(arch, DiagonalLinear):
-        beta = arch.effective_weights(params)
-        xs = x.to(beta.dtype)
-        return beta @ xs.T, beta.abs() @ xs.abs().T
-    return _conv_forward(arch, params, x, x.device.type == "cpu" if grouped is None else grouped)
+    grouped = x.device.type == "cpu" if grouped is None else grouped
+    count, n = next(iter(params.values())).shape[0], x.shape[0]
+    h = x.to(next(iter(params.values())).dtype)  # shared by every network until the first layer
+    if h.ndim == 3:  # 1-D convs run as 2-D convs of height 1
+        h = h.unsqueeze(2)
+    for index, layer in enumerate(arch.layer_plan()):
+        if isinstance(layer, Product):
+            beta = params[layer.weights[0]]
+            for name in layer.weights[1:]:
+                beta = beta * params[name]
+            return beta @ h.T, beta.abs() @ h.abs().T
+        if isinstance(layer, Conv):
+            h = _conv(layer, params, h, count, n, index == 0, grouped)
+            continue
+        if h.ndim == 4:  # after a conv: channel-major features per (network, example)
+            h = h.reshape(count, n, -1)
+        if isinstance(layer, Head):
+            return _head(h, params[layer.weight], params[layer.bias] if layer.bias else None)
+        h = _dense(layer, params, h, count, index == 0)
+    raise ValueError(f"the layer plan of {arch.describe()} does not end in a head")
 
 
 def certified_interpolates(
@@ -148,34 +149,19 @@ def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[tor
     return f, scale
 
 
-def _fcn_forward(arch: FCN, params, x):
-    act = ACTIVATIONS[arch.activation]
-    count = params["w1"].shape[0]
-    h = x.to(params["w1"].dtype)
-    for layer in range(1, arch.depth):
-        w = params[f"w{layer}"]
-        if layer == 1:  # one GEMM for the whole population: (n, d) @ (d, A * k)
-            z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
-        else:
-            z = torch.bmm(h, w.transpose(1, 2))
-        if arch.bias:
-            z = z + params[f"b{layer}"].unsqueeze(1)
-        h = act(z)
-        if arch.scaled:
-            h = h * params[f"s{layer}"].unsqueeze(1)
-    return _head(h, params[f"w{arch.depth}"], params.get(f"b{arch.depth}"))
-
-
-def conv_layers(arch: CNN | LeNet):
-    """(kernel, stride, pool, activation, weight, bias, scale names) per conv layer, then the fc layers."""
-    if isinstance(arch, LeNet):
-        convs = [(5, 1, 2, "relu", "w1", "b1", None), (5, 1, 2, "relu", "w2", "b2", None)]
-        return convs, [("w3", "b3"), ("w4", "b4")], ("w5", "b5")
-    convs = [
-        (k, s, p, arch.activation, f"w{i}", f"b{i}" if arch.bias else None, f"s{i}" if arch.scaled else None)
-        for i, (k, s, p) in enumerate(zip(arch.kernel_size, arch.stride, arch.pool), start=1)
-    ]
-    return convs, [], (f"w{arch.depth}", f"b{arch.depth}" if arch.bias else None)
+def _dense(layer: Dense, params, h, count: int, shared: bool):
+    """A hidden dense layer on h (n, d) shared by all networks, or (A, n, d) per network."""
+    w = params[layer.weight]
+    if shared:  # one GEMM for the whole population: (n, d) @ (d, A * k)
+        z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
+        if layer.bias:
+            z = z + params[layer.bias].unsqueeze(1)
+    elif layer.bias:
+        z = torch.baddbmm(params[layer.bias].unsqueeze(1), h, w.transpose(1, 2))
+    else:
+        z = torch.bmm(h, w.transpose(1, 2))
+    h = ACTIVATIONS[layer.activation](z)
+    return h * params[layer.scale].unsqueeze(1) if layer.scale else h
 
 
 def _max_pool(h: torch.Tensor, pools: tuple[int, int]) -> torch.Tensor:
@@ -201,45 +187,35 @@ def _im2col(h: torch.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) 
     return windows.permute(0, 1, 4, 5, 2, 3).reshape(rows, channels * kernel[0] * kernel[1], out_h * out_w)
 
 
-def _conv_forward(arch: CNN | LeNet, params, x, grouped: bool = False):
-    convs, fcs, head = conv_layers(arch)
-    count = params["w1"].shape[0]
-    n = x.shape[0]
-    h = x.to(params["w1"].dtype)
-    if h.ndim == 3:  # 1-D convs run as 2-D convs of height 1
-        h = h.unsqueeze(2)
-    two_d = isinstance(arch, LeNet) or arch.dims == 2
-    for index, (k, stride, pool, activation, w_name, b_name, s_name) in enumerate(convs):
-        w = params[w_name]
-        c_out = w.shape[1]
-        kernel, strides, pools = ((k, k), (stride, stride), (pool, pool)) if two_d else ((1, k), (1, stride), (1, pool))
-        height = (h.shape[2] - kernel[0]) // strides[0] + 1
-        width = (h.shape[3] - kernel[1]) // strides[1] + 1
-        w_flat = w.reshape(count, c_out, -1)
-        patches = _im2col(h, kernel, strides) if index == 0 or not grouped else None  # (rows, c_in * taps, positions)
-        if index == 0:  # the input is shared: one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
-            z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
-        elif grouped:
-            z = F.conv2d(
-                h.view(count, n, -1, *h.shape[2:]).transpose(0, 1).reshape(n, -1, *h.shape[2:]),
-                w.reshape(count * c_out, -1, *kernel),
-                stride=strides,
-                groups=count,
-            )
-            z = z.view(n, count, c_out, -1).permute(1, 2, 0, 3)
-        else:  # one batched matmul over networks, no grouped convolution
-            taps = patches.shape[1]
-            cols = patches.view(count, n, taps, -1).transpose(1, 2).reshape(count, taps, -1)
-            z = torch.bmm(w_flat, cols)
-        z = z.view(count, c_out, n, -1)
-        if b_name is not None:
-            z = z + params[b_name].view(count, c_out, 1, 1)
-        h = ACTIVATIONS[activation](z).transpose(1, 2).reshape(count * n, c_out, height, width)
-        if pool > 1:
-            h = _max_pool(h, pools)
-        if s_name is not None:
-            h = h * params[s_name].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
-    h = h.reshape(count, n, -1)  # channel-major features per (network, example)
-    for w_name, b_name in fcs:
-        h = torch.relu(torch.baddbmm(params[b_name].unsqueeze(1), h, params[w_name].transpose(1, 2)))
-    return _head(h, params[head[0]], params.get(head[1]) if head[1] else None)
+def _conv(layer: Conv, params, h, count: int, n: int, shared: bool, grouped: bool):
+    """A conv layer on h (n, c, H, W) shared by all networks, or (A * n, c, H, W) per network."""
+    w = params[layer.weight]
+    c_out = w.shape[1]
+    height = (h.shape[2] - layer.kernel[0]) // layer.stride[0] + 1
+    width = (h.shape[3] - layer.kernel[1]) // layer.stride[1] + 1
+    w_flat = w.reshape(count, c_out, -1)
+    if shared:  # one GEMM (A * c_out, c_in * taps) @ (c_in * taps, n * positions)
+        patches = _im2col(h, layer.kernel, layer.stride)  # (n, c_in * taps, positions)
+        z = w_flat.reshape(count * c_out, -1) @ patches.transpose(0, 1).reshape(patches.shape[1], -1)
+    elif grouped:
+        z = F.conv2d(
+            h.view(count, n, -1, *h.shape[2:]).transpose(0, 1).reshape(n, -1, *h.shape[2:]),
+            w.reshape(count * c_out, -1, *layer.kernel),
+            stride=layer.stride,
+            groups=count,
+        )
+        z = z.view(n, count, c_out, -1).permute(1, 2, 0, 3)
+    else:  # one batched matmul over networks, no grouped convolution
+        patches = _im2col(h, layer.kernel, layer.stride)
+        taps = patches.shape[1]
+        cols = patches.view(count, n, taps, -1).transpose(1, 2).reshape(count, taps, -1)
+        z = torch.bmm(w_flat, cols)
+    z = z.view(count, c_out, n, -1)
+    if layer.bias:
+        z = z + params[layer.bias].view(count, c_out, 1, 1)
+    h = ACTIVATIONS[layer.activation](z).transpose(1, 2).reshape(count * n, c_out, height, width)
+    if layer.pool != (1, 1):
+        h = _max_pool(h, layer.pool)
+    if layer.scale:
+        h = h * params[layer.scale].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
+    return h

@@ -87,7 +87,10 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=16384
         G&C networks drawn per step.
     particles : int, default=1000
-        SMC particles; at least ``n_networks``.
+        SMC particles; at least ``n_networks``. The estimator runs SMC once (it needs networks, not
+        an interval for ln P(L_S = 0)) with 1000 particles by default, so that the ensemble is
+        drawn from a well-mixed population; ``typicalnets sample`` instead sizes SMC from the
+        requested count (``methods.MethodSpec.smc_layout``), since its users ask for many samples.
     sgd_init : {"prior", "standard"}, default="prior"
     sgd_loss : {"logistic", "hinge"}, default="logistic"
     sgd_lr : float, default=0.1

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 
 from typicalnets.errors import TypicalnetsError
+from typicalnets.native.abi import KernelPrior, PriorKind
 
 # Most levels a quantized prior may have: enough to approximate a continuum (uniform:A is that
 # continuum), few enough that the levels, C~ and the kernels' exact code draws stay cheap.
 MAX_LEVELS = 65_537
+GAUSSIAN_TAIL = 10.0  # a Gaussian weight's bound in sigmas, for the overflow check (certificate.py)
 
 
 class Prior(ABC):
@@ -44,6 +46,19 @@ class Prior(ABC):
     @abstractmethod
     def spec(self) -> str:
         """The CLI string that parses back to this prior."""
+
+    @abstractmethod
+    def draw_flat(self, total: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``total`` i.i.d. draws in one flat tensor on the generator's device, with as few random
+        calls as possible (the engines' draws; a different stream from ``sample``, same distribution)."""
+
+    @abstractmethod
+    def weight_bound(self) -> float:
+        """The largest |parameter| the prior draws (for a Gaussian, GAUSSIAN_TAIL sigmas)."""
+
+    def kernel_prior(self) -> KernelPrior | None:
+        """The prior as the compiled kernels draw it, or None where they cannot."""
+        return None
 
     @property
     def symmetric(self) -> bool:
@@ -115,6 +130,16 @@ class QuantizedUniform(Prior):
         index = torch.randint(self.q, shape, generator=generator, device=generator.device)
         return self.level_tensor(dtype, generator.device)[index].to(device)
 
+    def draw_flat(self, total, generator, dtype=torch.float32):
+        """ceil(log2 Q) raw random bits per weight (``quantized_codes``), so each is exactly uniform over the levels."""
+        return self.level_tensor(dtype, generator.device)[quantized_codes(self.q, total, generator)]
+
+    def weight_bound(self):
+        return max(abs(level) for level in self.levels)
+
+    def kernel_prior(self):
+        return KernelPrior(PriorKind.QUANTIZED, levels=self.levels)
+
     def to_dict(self):
         return {"kind": self.kind, "levels": list(self.levels)}
 
@@ -140,6 +165,18 @@ class Uniform(Prior):
         u = torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
         return ((2.0 * u - 1.0) * self.a).to(device)
 
+    def draw_flat(self, total, generator, dtype=torch.float32):
+        """Uniform on the odd multiples of 2^-24 a, a grid symmetric about 0: 2u - 1 + 2^-24 for u on
+        torch.rand's grid (multiples of 2^-24), exact in float32."""
+        flat = torch.rand(total, generator=generator, dtype=dtype, device=generator.device).mul_(2.0).sub_(1.0)
+        return flat.add_(2.0**-24).mul_(self.a)
+
+    def weight_bound(self):
+        return self.a
+
+    def kernel_prior(self):
+        return KernelPrior(PriorKind.UNIFORM, half_width=float(self.a))
+
     def to_dict(self):
         return {"kind": self.kind, "a": self.a}
 
@@ -161,6 +198,12 @@ class Gaussian(Prior):
     def sample(self, shape, generator, dtype=torch.float32, device="cpu"):
         z = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
         return (z * self.sigma).to(device)
+
+    def draw_flat(self, total, generator, dtype=torch.float32):
+        return torch.randn(total, generator=generator, dtype=dtype, device=generator.device).mul_(self.sigma)
+
+    def weight_bound(self):
+        return GAUSSIAN_TAIL * self.sigma
 
     def to_dict(self):
         return {"kind": self.kind, "sigma": self.sigma}
@@ -206,3 +249,21 @@ def parse_prior(text: str) -> Prior:
         raise TypicalnetsError(f"prior {text!r} takes one number; {fix}")
     value = values[0] if values else 1.0
     return Uniform(value) if kind == "uniform" else Gaussian(value)
+
+
+def quantized_codes(q: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` i.i.d. integers uniform on {0, ..., q-1} from raw random bits (rejection of codes >= q)."""
+    bits = max(1, (q - 1).bit_length())
+    per_word = 62 // bits  # random_() on int64 yields 63 random bits; use whole fields of them
+    shifts = torch.arange(per_word, device=generator.device, dtype=torch.int64) * bits
+    out = torch.empty(count, dtype=torch.int64, device=generator.device)
+    filled = 0
+    while filled < count:
+        need = count - filled
+        words = math.ceil(need * (1 << bits) / q / per_word * 1.05) + 1  # expected acceptance q / 2^bits
+        raw = torch.empty(words, dtype=torch.int64, device=generator.device).random_(generator=generator)
+        codes = ((raw.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)
+        codes = codes[codes < q][:need]
+        out[filled : filled + codes.numel()] = codes
+        filled += codes.numel()
+    return out

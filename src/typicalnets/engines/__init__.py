@@ -20,7 +20,8 @@ from typicalnets.engines.pytorch import TorchEngine
 from typicalnets.errors import TypicalnetsError
 from typicalnets.native import cuda as cuda_kernels
 from typicalnets.native import load as load_native_kernel
-from typicalnets.nets import FCN, Architecture, DiagonalLinear
+from typicalnets.nets import Architecture
+from typicalnets.nets.base import Conv
 from typicalnets.priors import Prior
 
 ENGINES = ("fast", "native", "torch", "baseline")
@@ -39,7 +40,7 @@ def select_engine(arch: Architecture, prior: Prior, device: torch.device | str, 
     | "native"   | either | anything else                                                | refused    |
     | "fast"     | CPU    | where "native" applies                                       | native-cpu |
     | "fast"     | CPU    | anything else                                                | torch      |
-    | "fast"     | GPU    | FCN or diagonal network                                      | baseline   |
+    | "fast"     | GPU    | no convolutions (FCN, diagonal network)                      | baseline   |
     | "fast"     | GPU    | anything else                                                | torch      |
 
     On GPUs the batched forward of FCNs measured faster than early rejection (an H200: 2.5M against
@@ -62,7 +63,8 @@ def select_engine(arch: Architecture, prior: Prior, device: torch.device | str, 
             "fcn/sfcn/lenet student, or on a GPU, nvcc and a lenet student with fc layers of >= 16 units; "
             "use engine='fast'"
         )
-    return "baseline" if not on_cpu and isinstance(arch, (FCN, DiagonalLinear)) else "torch"
+    convolutional = any(isinstance(layer, Conv) for layer in arch.layer_plan())
+    return "baseline" if not on_cpu and not convolutional else "torch"
 
 
 def build_engine(

@@ -11,9 +11,8 @@ from typicalnets.engines.base import KernelEngine
 from typicalnets.engines.drawing import can_mirror
 from typicalnets.engines.native import stream_population
 from typicalnets.errors import TypicalnetsError
-from typicalnets.native import cuda
 from typicalnets.nets import Architecture, LeNet, Population
-from typicalnets.priors import Prior, QuantizedUniform, Uniform
+from typicalnets.priors import Prior
 
 
 class CudaEngine(KernelEngine):
@@ -42,23 +41,21 @@ class CudaEngine(KernelEngine):
         self.x = train.x[order].to(device=device, dtype=torch.float32).contiguous()
         self.y = train.y[order].to(device=device, dtype=torch.int8).contiguous()
         self.certify_x, self.certify_y = train.x.to(device), train.y.to(device)
-        if isinstance(prior, QuantizedUniform):
-            levels = torch.tensor(prior.levels, dtype=torch.float32, device=device)
-            self.prior_args = (1, 0.0, levels, prior.q)
-        else:
-            self.prior_args = (0, float(prior.a), torch.zeros(1, device=device), 0)
+        self.shape, self.kernel_prior = arch.kernel_shape(), prior.kernel_prior()
+        self.levels = self.kernel_prior.levels_tensor(device)
         self.mirror = mirror and can_mirror(arch, prior)
         self.n_params = arch.num_params()
-        if kernel.layout[8] != self.n_params:
+        if not self.shape.matches(kernel.layout):
             raise TypicalnetsError(
-                f"the CUDA kernel was built for {kernel.layout[8]} parameters, not {self.n_params}; "
+                f"the CUDA kernel was built for the shape {kernel.layout}, not {self.shape}; "
                 "clear the kernel cache (TYPICALNETS_CACHE) and retry"
             )
-        self.transposed = {"w3", "w4"}
 
     @staticmethod
     def supports(arch: Architecture, prior: Prior) -> bool:
-        return isinstance(prior, (Uniform, QuantizedUniform)) and cuda.supports(arch)
+        """LeNets whose fc layers the CUDA kernel takes (``LeNetShape.gpu``), uniform or quantized priors."""
+        shape = arch.kernel_shape()
+        return shape is not None and shape.gpu and prior.kernel_prior() is not None
 
     def check(self, key: int, count: int):
         """Verdicts (int8 numpy array) for networks 0 .. count-1 of stream ``key``, and the forward
@@ -67,7 +64,16 @@ class CudaEngine(KernelEngine):
             raise ValueError(f"mirrored pairs need an even count, got {count}")
         status = torch.empty(count, dtype=torch.int8, device=self.x.device)
         evaluated = self.kernel.check(
-            self.x, self.y, self.prior_args, key, count // self.draws_per_trial, self.margin, self.mirror, status
+            x=self.x.data_ptr(),
+            y=self.y.data_ptr(),
+            n=len(self.y),
+            **self.kernel_prior.arguments(self.levels.data_ptr()),
+            key=key,
+            first_stream=0,
+            streams=count // self.draws_per_trial,
+            margin=self.margin,
+            mirror=int(self.mirror),
+            status=status.data_ptr(),
         )
         return status.cpu().numpy(), evaluated
 
@@ -75,5 +81,12 @@ class CudaEngine(KernelEngine):
         """The parameters of networks ``ids`` of stream ``key``, on the engine's device."""
         ids = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1), device=self.x.device)
         flat = torch.empty(len(ids), self.n_params, dtype=torch.float32, device=self.x.device)
-        self.kernel.draw(key, ids, self.prior_args, self.mirror, flat)
-        return stream_population(self.arch, self.prior, flat, self.transposed)
+        self.kernel.draw(
+            key=key,
+            ids=ids.data_ptr(),
+            count=len(ids),
+            **self.kernel_prior.arguments(self.levels.data_ptr()),
+            mirror=int(self.mirror),
+            out=flat.data_ptr(),
+        )
+        return stream_population(self.arch, self.prior, flat, self.shape.transposed)

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from typicalnets.errors import TypicalnetsWarning
+from typicalnets.native.abi import CPUKernel
 
 SOURCE = Path(__file__).with_name("gc_kernel.c")
-# The kernels' activation codes, in the order of gc_kernel.c's enum (ACT_RELU = 0, ACT_SIGN, ACT_LEAKY, ACT_TANH).
-KERNEL_ACTIVATIONS = ("relu", "sign", "leaky-relu", "tanh")
 FLAGS = [
     "-O3",
     "-march=native",
@@ -252,7 +251,7 @@ def open_library(entry: Path, declare: Callable[[ctypes.CDLL], Entry]) -> Entry:
 
 
 @lru_cache(maxsize=1)
-def load() -> ctypes.CDLL | None:
+def load() -> CPUKernel | None:
     """The compiled kernel, or None when native code is disabled or cannot be built or trusted."""
     if os.environ.get("TYPICALNETS_NATIVE", "1") == "0":
         return None
@@ -260,45 +259,5 @@ def load() -> ctypes.CDLL | None:
     if compiler is None:
         return None
     return load_cached(
-        SOURCE, compiler, [FLAGS + SCHEDULING, FLAGS], ".so", lambda entry: open_library(entry, _declare), ("-lm",)
+        SOURCE, compiler, [FLAGS + SCHEDULING, FLAGS], ".so", lambda entry: open_library(entry, CPUKernel), ("-lm",)
     )
-
-
-def _declare(kernel: ctypes.CDLL) -> ctypes.CDLL:
-    f32p, i8p, i32p = ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
-    i, i64, u64, f32 = ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
-    kernel.tn_lenet_check.restype = i64
-    kernel.tn_lenet_check.argtypes = [f32p, i8p, i, i, i, i, i, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i, i8p]
-    kernel.tn_fcn_check.restype = i64
-    kernel.tn_fcn_check.argtypes = [f32p, i8p, i, i32p, i, i, i, i, i, f32, f32p, i, u64, i64, i64, f32, i, i8p]
-    kernel.tn_draw.restype = None
-    kernel.tn_draw.argtypes = [u64, ctypes.c_void_p, i64, i64, i, f32, f32p, i, i, i, i, i, f32p]
-    kernel.tn_fcn1_moves.restype = None
-    kernel.tn_fcn1_moves.argtypes = [
-        i64,
-        i64,
-        i,
-        i,
-        i,
-        i,
-        i,
-        f32p,
-        i,
-        i8p,
-        i,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        i,
-        i64,
-        ctypes.c_double,
-        u64,
-        i64,
-        ctypes.c_double,
-        f32p,
-    ]
-    kernel.tn_set_threads.restype = None
-    kernel.tn_set_threads.argtypes = [i]
-    return kernel

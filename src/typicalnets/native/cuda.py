@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from typicalnets.native import load_cached, open_library
-from typicalnets.nets import LeNet
+from typicalnets.native.abi import CUDA_LENET_DRAW, EMULATED_LENET_CHECK, GPU_LENET_CHECK, LeNetLayout
+from typicalnets.nets import Architecture, LeNet
 
 SOURCE = Path(__file__).with_name("gc_cuda.cu")
 THREADS = 128  # threads per block: 8 half-warps, one network each (the kernel's __launch_bounds__)
@@ -41,20 +42,18 @@ EMULATOR_FLAGS = [
     "-shared",
     "-fPIC",
 ]
-LAYOUT_FIELDS = 10  # tn_lenet_layout: c0, h, w, c1, c2, f1, f2, outputs, parameters, shared floats per network
+LAYOUT_FIELDS = len(LeNetLayout._fields)
 
 
-def supports(arch) -> bool:
-    """LeNets whose dense layers have at least 16 units (a stream step's 16 weights then feed 16
-    different units) and whose feature maps survive both pools."""
-    return isinstance(arch, LeNet) and min(arch.layer_widths[2:]) >= 16
+def supports(arch: Architecture) -> bool:
+    """Networks whose kernel shape the CUDA kernel takes (``LeNetShape.gpu``)."""
+    shape = arch.kernel_shape()
+    return shape is not None and shape.gpu
 
 
 def shape_defines(arch: LeNet) -> list[str]:
-    c0, h, w = arch.in_shape
-    c1, c2, f1, f2 = arch.layer_widths
-    values = {"C0": c0, "H": h, "W": w, "C1": c1, "C2": c2, "F1": f1, "F2": f2, "OUT": arch.outputs}
-    return [f"-D{k}={v}" for k, v in values.items()]
+    """The compile-time shape of ``arch``'s build."""
+    return arch.kernel_shape().defines()
 
 
 class EmulatedKernel:
@@ -62,48 +61,11 @@ class EmulatedKernel:
 
     def __init__(self, library: ctypes.CDLL):
         self.library = library
-        self.layout = tuple(np.ctypeslib.as_array((ctypes.c_int * LAYOUT_FIELDS).in_dll(library, "tn_lenet_layout")))
-        p, i, i64, u64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
-        library.tn_lenet_check.restype = i64
-        library.tn_lenet_check.argtypes = [p, p, i, i, f32, p, i, u64, i64, i64, f32, i, p]
-        library.tn_lenet_draw.restype = None
-        library.tn_lenet_draw.argtypes = [u64, p, i64, i, f32, p, i, i, p]
-
-    def check(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        prior_args,
-        key: int,
-        streams: int,
-        margin: float,
-        mirror: bool,
-        status: torch.Tensor,
-    ) -> int:
-        kind, a, levels, q = prior_args
-        return int(
-            self.library.tn_lenet_check(
-                x.data_ptr(),
-                y.data_ptr(),
-                len(y),
-                kind,
-                a,
-                levels.data_ptr(),
-                q,
-                key,
-                0,
-                streams,
-                margin,
-                int(mirror),
-                status.data_ptr(),
-            )
+        self.layout = LeNetLayout(
+            *np.ctypeslib.as_array((ctypes.c_int * LAYOUT_FIELDS).in_dll(library, "tn_lenet_layout")).tolist()
         )
-
-    def draw(self, key: int, ids: torch.Tensor, prior_args, mirror: bool, out: torch.Tensor) -> None:
-        kind, a, levels, q = prior_args
-        self.library.tn_lenet_draw(
-            key, ids.data_ptr(), len(ids), kind, a, levels.data_ptr(), q, int(mirror), out.data_ptr()
-        )
+        self.check = EMULATED_LENET_CHECK.bind(library)  # returns the forwards evaluated
+        self.draw = CUDA_LENET_DRAW.bind(library)
 
 
 @cache
@@ -143,8 +105,8 @@ class GPUKernel:
             )
             layout = (ctypes.c_int * LAYOUT_FIELDS)()
             self._call("cuMemcpyDtoH_v2", layout, pointer, ctypes.c_size_t(ctypes.sizeof(layout)))
-            self.layout = tuple(layout)
-            self.shared_bytes = NETWORKS_PER_BLOCK * self.layout[9] * 4
+            self.layout = LeNetLayout(*layout)
+            self.shared_bytes = NETWORKS_PER_BLOCK * self.layout.shared_floats * 4
             max_dynamic_shared = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             self._call("cuFuncSetAttribute", self.check_fn, max_dynamic_shared, ctypes.c_int(self.shared_bytes))
             blocks = ctypes.c_int()
@@ -171,49 +133,22 @@ class GPUKernel:
         stream = ctypes.c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
         self._call("cuLaunchKernel", function, blocks, 1, 1, THREADS, 1, 1, shared, stream, holders, None)
 
-    def check(self, x, y, prior_args, key, streams, margin, mirror, status) -> int:
-        kind, a, levels, q = prior_args
+    def check(self, **arguments) -> int:
+        """``tn_lenet_check`` on the GPU (the fields of ``abi.EMULATED_LENET_CHECK``): the forwards evaluated."""
         self.counters.zero_()
-        blocks = min(self.resident_blocks, -(-streams // NETWORKS_PER_BLOCK))
-        p = ctypes.c_void_p
-        args = [
-            p(x.data_ptr()),
-            p(y.data_ptr()),
-            ctypes.c_int(len(y)),
-            ctypes.c_int(kind),
-            ctypes.c_float(a),
-            p(levels.data_ptr()),
-            ctypes.c_int(q),
-            ctypes.c_uint64(key),
-            ctypes.c_int64(0),
-            ctypes.c_int64(streams),
-            ctypes.c_float(margin),
-            ctypes.c_int(int(mirror)),
-            p(status.data_ptr()),
-            p(self.counters.data_ptr()),
-        ]
+        blocks = min(self.resident_blocks, -(-arguments["streams"] // NETWORKS_PER_BLOCK))
+        packed = GPU_LENET_CHECK.packed({**arguments, "counters": self.counters.data_ptr()})
         with torch.cuda.device(self.device):
-            self._launch(self.check_fn, blocks, self.shared_bytes, args)
+            self._launch(self.check_fn, blocks, self.shared_bytes, packed)
         return int(self.counters[1])
 
-    def draw(self, key, ids, prior_args, mirror, out) -> None:
-        if len(ids) == 0:
+    def draw(self, **arguments) -> None:
+        """``tn_lenet_draw`` on the GPU (the fields of ``abi.CUDA_LENET_DRAW``)."""
+        if arguments["count"] == 0:
             return
-        kind, a, levels, q = prior_args
-        p = ctypes.c_void_p
-        args = [
-            ctypes.c_uint64(key),
-            p(ids.data_ptr()),
-            ctypes.c_int64(len(ids)),
-            ctypes.c_int(kind),
-            ctypes.c_float(a),
-            p(levels.data_ptr()),
-            ctypes.c_int(q),
-            ctypes.c_int(int(mirror)),
-            p(out.data_ptr()),
-        ]
         with torch.cuda.device(self.device):
-            self._launch(self.draw_fn, -(-len(ids) // NETWORKS_PER_BLOCK), 0, args)
+            blocks = -(-arguments["count"] // NETWORKS_PER_BLOCK)
+            self._launch(self.draw_fn, blocks, 0, CUDA_LENET_DRAW.packed(arguments))
 
 
 @lru_cache(maxsize=1)

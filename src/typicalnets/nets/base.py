@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from math import prod
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
+from typicalnets.native.abi import KernelShape
 
 LEAKY_RELU_SLOPE = 0.01
 
@@ -36,6 +38,53 @@ def check_activation(name: str) -> None:
 def check_widths(widths: tuple[int, ...], what: str) -> None:
     if len(widths) == 0 or any(int(w) < 1 for w in widths):
         raise TypicalnetsError(f"{what} must be one or more positive integers, e.g. 4 or 8,8; got {list(widths)}")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Convolution (+ bias) -> activation -> max-pool (kernel = stride) -> per-channel scale; sizes as
+    (height, width), a 1-D convolution being one of height 1."""
+
+    weight: str
+    bias: str | None
+    scale: str | None
+    activation: str
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pool: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A hidden fully connected layer: affine (+ bias) -> activation -> per-unit scale."""
+
+    weight: str
+    bias: str | None
+    scale: str | None
+    activation: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """The output layer: one output f, or two logits with f = z_1 - z_0."""
+
+    weight: str
+    bias: str | None
+
+
+@dataclass(frozen=True)
+class Product:
+    """A diagonal linear network's whole forward: f = <w_1 * ... * w_L, x> (elementwise products)."""
+
+    weights: tuple[str, ...]
+
+
+Layer = Conv | Dense | Head | Product
+
+
+def present(name: str, exists: bool) -> str | None:
+    """``name`` for a layer's optional bias or scale, None where the family has none."""
+    return name if exists else None
 
 
 class Architecture(ABC):
@@ -85,6 +134,15 @@ class Architecture(ABC):
         """Whether the head is two logits, so that swapping them mirrors the output (f -> -f) for
         any prior; otherwise mirroring negates the head, a prior draw only for a symmetric prior."""
         return False
+
+    @abstractmethod
+    def layer_plan(self) -> tuple[Layer, ...]:
+        """The forward as a sequence of layers, the last a ``Head`` (or a lone ``Product``): what the
+        certificate evaluates with output scales, and the overflow bound walks."""
+
+    def kernel_shape(self) -> KernelShape | None:
+        """The network as the compiled kernels take it, or None where no kernel runs this family."""
+        return None
 
     @abstractmethod
     def widest_activation(self) -> int:

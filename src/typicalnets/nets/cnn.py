@@ -17,7 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import ACTIVATIONS, Architecture, check_activation, check_widths, conv_widest
+from typicalnets.nets.base import (
+    ACTIVATIONS,
+    Architecture,
+    Conv,
+    Head,
+    check_activation,
+    check_widths,
+    conv_widest,
+    present,
+)
 
 
 def _per_layer(value, count: int, what: str) -> tuple[int, ...]:
@@ -113,6 +122,24 @@ class CNN(Architecture):
     def widest_activation(self) -> int:
         layers = list(zip(self.kernel_size, self.stride, self.pool, self.channels))
         return conv_widest(self.in_shape, layers)
+
+    def layer_plan(self):
+        def planar(size: int) -> tuple[int, int]:  # a 1-D convolution runs as a 2-D one of height 1
+            return (size, size) if self.dims == 2 else (1, size)
+
+        convs = tuple(
+            Conv(
+                f"w{layer}",
+                present(f"b{layer}", self.bias),
+                present(f"s{layer}", self.scaled),
+                self.activation,
+                planar(k),
+                planar(s),
+                planar(p),
+            )
+            for layer, (k, s, p) in enumerate(zip(self.kernel_size, self.stride, self.pool), start=1)
+        )
+        return (*convs, Head(f"w{self.depth}", present(f"b{self.depth}", self.bias)))
 
     def param_shapes(self):
         shapes: dict[str, tuple[int, ...]] = {}

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import Architecture
+from typicalnets.nets.base import Architecture, Product
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class DiagonalLinear(Architecture):
 
     def widest_activation(self) -> int:
         return self.in_dim
+
+    def layer_plan(self):
+        return (Product(tuple(self.param_shapes())),)
 
     def effective_weights(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         beta = params["w1"]

@@ -13,12 +13,8 @@ from typing import ClassVar
 import torch
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import (
-    ACTIVATIONS,
-    Architecture,
-    check_activation,
-    check_widths,
-)
+from typicalnets.native.abi import Activation, FCNShape
+from typicalnets.nets.base import ACTIVATIONS, Architecture, Dense, Head, check_activation, check_widths, present
 
 
 @dataclass(frozen=True)
@@ -75,6 +71,16 @@ class FCN(Architecture):
 
     def widest_activation(self) -> int:
         return max(self.hidden)
+
+    def layer_plan(self):
+        hidden = tuple(
+            Dense(f"w{layer}", present(f"b{layer}", self.bias), present(f"s{layer}", self.scaled), self.activation)
+            for layer in range(1, self.depth)
+        )
+        return (*hidden, Head(f"w{self.depth}", present(f"b{self.depth}", self.bias)))
+
+    def kernel_shape(self):
+        return FCNShape(self.layer_sizes[:-1], self.bias, self.scaled, Activation.named(self.activation))
 
     def param_shapes(self):
         sizes = self.layer_sizes

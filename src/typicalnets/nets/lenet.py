@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from typicalnets.errors import TypicalnetsError
-from typicalnets.nets.base import Architecture, check_widths, conv_widest
+from typicalnets.native.abi import LeNetShape
+from typicalnets.nets.base import Architecture, Conv, Dense, Head, check_widths, conv_widest
 
 KERNEL = 5
 POOL = 2
@@ -128,6 +129,15 @@ class LeNet(Architecture):
     def widest_activation(self) -> int:
         c1, c2 = self.layer_widths[:2]
         return conv_widest(self.in_shape, [(KERNEL, 1, POOL, c1), (KERNEL, 1, POOL, c2)])
+
+    def layer_plan(self):
+        convs = tuple(
+            Conv(f"w{layer}", f"b{layer}", None, "relu", (KERNEL, KERNEL), (1, 1), (POOL, POOL)) for layer in (1, 2)
+        )
+        return (*convs, Dense("w3", "b3", None, "relu"), Dense("w4", "b4", None, "relu"), Head("w5", "b5"))
+
+    def kernel_shape(self):
+        return LeNetShape(*self.in_shape, *self.layer_widths, self.outputs)
 
     def logits(self, params, x):
         """Head outputs, shape (M, n, outputs)."""

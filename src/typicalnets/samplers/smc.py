@@ -42,6 +42,7 @@ from typicalnets import native
 from typicalnets.certificate import TIE, certified_interpolates, check_float32_range
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.errors import TypicalnetsError
+from typicalnets.native.abi import Activation
 from typicalnets.nets import FCN, Architecture, Population
 from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
@@ -436,31 +437,30 @@ class FCNCache:
         levels = prior.level_tensor(torch.float32)
         accepted = torch.zeros(len(flat), dtype=torch.int64)
         key = int(torch.randint(1 << 62, (1,), generator=rng))
-        act = native.KERNEL_ACTIVATIONS.index(arch.activation)
-        kernel.tn_fcn1_moves(
-            len(flat),
-            flat.shape[1],
-            arch.in_dim,
-            arch.hidden[0],
-            int(arch.bias),
-            int(arch.scaled),
-            act,
-            xt.data_ptr(),
-            xt.shape[1],
-            y.data_ptr(),
-            seen,
-            flat.data_ptr(),
-            self.z.data_ptr(),
-            self.f.data_ptr(),
-            self.scale.data_ptr(),
-            levels.data_ptr(),
-            len(levels),
-            proposals,
-            tail_share,
-            key,
-            0,
-            TIE,
-            accepted.data_ptr(),
+        kernel.fcn1_moves(
+            particles=len(flat),
+            n_params=flat.shape[1],
+            d=arch.in_dim,
+            h=arch.hidden[0],
+            bias=int(arch.bias),
+            scaled=int(arch.scaled),
+            act=int(Activation.named(arch.activation)),
+            xt=xt.data_ptr(),
+            ld=xt.shape[1],
+            y=y.data_ptr(),
+            seen=seen,
+            flat=flat.data_ptr(),
+            z=self.z.data_ptr(),
+            f=self.f.data_ptr(),
+            scale=self.scale.data_ptr(),
+            levels=levels.data_ptr(),
+            q=len(levels),
+            proposals=proposals,
+            tail_share=tail_share,
+            key=key,
+            first_id=0,
+            tie=TIE,
+            accepted=accepted.data_ptr(),
         )
         return flat, accepted.double()
 
