@@ -45,9 +45,9 @@ class CudaEngine(KernelEngine):
         self.levels = self.kernel_prior.levels_tensor(device)
         self.mirror = mirror and can_mirror(arch, prior)
         self.n_params = arch.num_params()
-        if not self.shape.matches(kernel.layout):
+        if kernel.layout.shape != self.shape:
             raise TypicalnetsError(
-                f"the CUDA kernel was built for the shape {kernel.layout}, not {self.shape}; "
+                f"the CUDA kernel was built for the shape {kernel.layout.shape}, not {self.shape}; "
                 "clear the kernel cache (TYPICALNETS_CACHE) and retry"
             )
 

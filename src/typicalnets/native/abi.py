@@ -139,21 +139,6 @@ CUDA_LENET_DRAW = Signature(
 )
 
 
-class LeNetLayout(NamedTuple):
-    """``tn_lenet_layout``: the shape a CUDA build was compiled for, and its per-network scratch."""
-
-    c0: int
-    h: int
-    w: int
-    c1: int
-    c2: int
-    f1: int
-    f2: int
-    outputs: int
-    parameters: int
-    shared_floats: int  # floats of shared memory per network
-
-
 class CPUKernel:
     """The CPU kernel (``gc_kernel.c``) with its functions bound by name."""
 
@@ -280,8 +265,21 @@ class LeNetShape:
         names = {"c0": "C0", "h": "H", "w": "W", "c1": "C1", "c2": "C2", "f1": "F1", "f2": "F2", "outputs": "OUT"}
         return [f"-D{names[field]}={value}" for field, value in self.fields().items()]
 
-    def matches(self, layout: LeNetLayout) -> bool:
-        return tuple(layout[:8]) == tuple(self.fields().values())
+
+class LeNetLayout(NamedTuple):
+    """``tn_lenet_layout``: the shape a CUDA build was compiled for, and its per-network scratch."""
+
+    shape: LeNetShape
+    parameters: int
+    shared_floats: int  # floats of shared memory per network
+
+    FIELDS = 10  # the array's length: the shape's 8 fields, then the two counts
+
+    @classmethod
+    def read(cls, values) -> LeNetLayout:
+        """The layout from the kernel's ``int[FIELDS]`` array."""
+        values = [int(value) for value in values]
+        return cls(LeNetShape(*values[:8]), values[8], values[9])
 
 
 KernelShape = FCNShape | LeNetShape

@@ -20,7 +20,6 @@ import shutil
 from functools import cache, lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from typicalnets.native import load_cached, open_library
@@ -42,7 +41,6 @@ EMULATOR_FLAGS = [
     "-shared",
     "-fPIC",
 ]
-LAYOUT_FIELDS = len(LeNetLayout._fields)
 
 
 def supports(arch: Architecture) -> bool:
@@ -61,9 +59,7 @@ class EmulatedKernel:
 
     def __init__(self, library: ctypes.CDLL):
         self.library = library
-        self.layout = LeNetLayout(
-            *np.ctypeslib.as_array((ctypes.c_int * LAYOUT_FIELDS).in_dll(library, "tn_lenet_layout")).tolist()
-        )
+        self.layout = LeNetLayout.read((ctypes.c_int * LeNetLayout.FIELDS).in_dll(library, "tn_lenet_layout"))
         self.check = EMULATED_LENET_CHECK.bind(library)  # returns the forwards evaluated
         self.draw = CUDA_LENET_DRAW.bind(library)
 
@@ -103,9 +99,9 @@ class GPUKernel:
             self._call(
                 "cuModuleGetGlobal_v2", ctypes.byref(pointer), ctypes.byref(size), self.module, b"tn_lenet_layout"
             )
-            layout = (ctypes.c_int * LAYOUT_FIELDS)()
+            layout = (ctypes.c_int * LeNetLayout.FIELDS)()
             self._call("cuMemcpyDtoH_v2", layout, pointer, ctypes.c_size_t(ctypes.sizeof(layout)))
-            self.layout = LeNetLayout(*layout)
+            self.layout = LeNetLayout.read(layout)
             self.shared_bytes = NETWORKS_PER_BLOCK * self.layout.shared_floats * 4
             max_dynamic_shared = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
             self._call("cuFuncSetAttribute", self.check_fn, max_dynamic_shared, ctypes.c_int(self.shared_bytes))
