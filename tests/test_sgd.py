@@ -9,6 +9,7 @@ from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, DiagonalLinear
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
+from typicalnets.samplers import SampleResult, sample
 from typicalnets.samplers.sgd import SGDState, SGDTrainer, standard_init, train_sgd
 from typicalnets.teachers import make_task, narrow_teacher, sparse_linear_teacher
 
@@ -169,6 +170,34 @@ def test_step_budget_exhaustion(task):
     message = result.message()
     assert message.endswith(f"; {result.count - result.converged_count} stopped by the step budget")
     assert message.startswith(f"{result.converged_count}/10 networks") and "\n" not in message
+
+
+def test_the_driver_runs_sgd_under_a_time_limit():
+    # The same input with both labels: no network can interpolate, so only a budget ends training.
+    contradictory = Dataset(torch.ones(2, 8), torch.tensor([1, -1], dtype=torch.int8))
+    trainer = SGDTrainer(STUDENT, Uniform(1.0), contradictory, 6, max_steps=10**9)
+    result = sample(trainer, torch.Generator().manual_seed(11), trainer.count, time_limit=0.2, progress=False)
+    assert isinstance(result, SampleResult) and result.sampler == "sgd" and result.requested == 6
+    assert result.stop_reason == "time_limit" and result.seconds >= 0.2 and 0 < result.step_count < 10**9
+    assert result.converged_count == 0 and (result.steps == result.step_count).all()
+    assert len(result.history) == result.step_count and result.history[-1].updated == 6
+    assert_interpolators(result, contradictory)
+    assert result.message() == (
+        f"0/6 networks reached zero training error in {result.step_count} steps; 6 stopped by the time limit"
+    )
+
+
+def test_sgd_says_when_its_run_is_over(task):
+    trainer = SGDTrainer(STUDENT, Uniform(1.0), task.train, 4, lr=1e-3, epochs=2, batch_size=12)
+    assert trainer.max_steps == 6  # 2 passes of 3 mini-batches (12, 12, 8)
+    rng = torch.Generator().manual_seed(12)
+    state = trainer.init(rng)
+    for _ in range(6):
+        assert trainer.stopped(state, 4) is None
+        state, _ = trainer.step(rng, state)
+    assert trainer.stopped(state, 4) == "max_steps"
+    assert trainer.stopped(state._replace(converged=torch.ones(4, dtype=torch.bool)), 4) == "converged"
+    assert trainer.progress(state, 4) == (int(state.converged.sum()), 4, "converged, step 6")
 
 
 @pytest.mark.parametrize(

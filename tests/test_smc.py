@@ -187,3 +187,23 @@ def test_native_moves_keep_the_cache_exact_and_every_particle_valid(activation, 
         torch.testing.assert_close(cached[..., :seen], recomputed[..., :seen], rtol=1e-9, atol=1e-9)
     population = Population(arch, Q3, split_flat(arch, moved))
     assert certified_interpolates(population, x[:seen].float(), y[:seen]).all()
+
+
+def test_a_stepped_smc_state_keeps_what_it_holds_and_steps_again_alike(teacher_task):
+    """``step`` writes the new block's cache rows in place (SMCState): the rows the old state holds
+    stay as they were, and stepping the old state again with the same seed gives the same state."""
+    smc = SequentialMonteCarlo(FCN(4, (6,)), Q3, teacher_task.train, particles=64, block=3)
+    assert smc.cached
+    rng = torch.Generator().manual_seed(4)
+    state, _ = smc.step(rng, smc.init(rng))
+    state, _ = smc.step(rng, state)  # mid-run: six examples in, the cache holds their rows
+    held = [tensor[..., : state.seen].clone() for tensor in (state.cache.z, state.cache.f, state.cache.scale)]
+    flat = state.flat.clone()
+    first, _ = smc.step(torch.Generator().manual_seed(9), state)
+    again, _ = smc.step(torch.Generator().manual_seed(9), state)
+    assert first.seen == again.seen == 9 and not first.degenerate
+    assert torch.equal(state.flat, flat)
+    for before, now in zip(held, (state.cache.z, state.cache.f, state.cache.scale)):
+        assert torch.equal(now[..., : state.seen], before)
+    assert torch.equal(first.flat, again.flat) and first.log_prob == again.log_prob
+    assert first.coordinates == again.coordinates and torch.equal(first.cache.f, again.cache.f)

@@ -119,8 +119,9 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
     interpolates_ : ndarray of bool, shape (len(population_),)
         Whether each member has zero training error: always for gc and smc, for sgd the networks
         that converged.
-    sampling_result_ : SampleResult or SGDResult
-        How the sampler ran: draws, acceptance rate and ln P(L_S = 0) (gc, smc), steps (sgd).
+    sampling_result_ : SampleResult
+        How the sampler ran: draws, acceptance rate and ln P(L_S = 0) (gc, smc), steps and converged
+        networks (sgd).
 
     Notes
     -----

@@ -22,9 +22,9 @@ from typicalnets.data import Dataset
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior
 from typicalnets.resources import check_device
-from typicalnets.samplers import GuessAndCheck, SampleResult, SequentialMonteCarlo, sample, sample_smc
+from typicalnets.samplers import GuessAndCheck, SampleResult, SequentialMonteCarlo, SGDTrainer, sample, sample_smc
 from typicalnets.samplers.gc import DEFAULT_BATCH
-from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS, SGDResult, train_sgd
+from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS
 from typicalnets.samplers.smc import DEFAULT_MAX_MOVES
 
 SMC_REPEATS = 2
@@ -82,7 +82,7 @@ class MethodResult:
     converged: np.ndarray  # (K,) bool: interpolates the training set (always, for G&C and SMC)
     steps: np.ndarray  # (K,) int: SGD updates (0 for samplers)
     summary: dict[str, Any]
-    raw: SampleResult | SGDResult = field(repr=False)
+    raw: SampleResult = field(repr=False)
     diagnostics: tuple = ()  # SMC: one record per step
 
     def message(self) -> str:
@@ -101,7 +101,8 @@ def run_method(
     progress: bool = False,
     description: str | None = None,
 ) -> MethodResult:
-    """Sample (G&C, SMC) or train (SGD) ``count`` networks on ``train`` under the budgets."""
+    """Sample (G&C, SMC) or train (SGD) ``count`` networks on ``train`` under the budgets (SGD: the
+    time limit and its step budget; it draws only its starting networks)."""
     if spec.sampler == "gc":
         gc = GuessAndCheck(
             arch, prior, train, spec.batch_size, spec.device, spec.engine, spec.loss_bin, mirror=spec.mirror
@@ -150,12 +151,11 @@ def run_method(
             "block": spec.block,
         }
         return _sampled(spec, result, count, summary)
-    trained = train_sgd(
+    trainer = SGDTrainer(
         arch,
         prior,
         train,
         count,
-        rng,
         init=spec.sgd_init,
         loss=spec.sgd_loss,
         lr=spec.sgd_lr,
@@ -165,8 +165,8 @@ def run_method(
         momentum=spec.sgd_momentum,
         stop_at_zero=spec.sgd_stop,
         device=spec.device,
-        progress=progress,
     )
+    trained = sample(trainer, rng, count, time_limit=time_limit, progress=progress, description=description)
     settings = {
         "init": spec.sgd_init,
         "loss": spec.sgd_loss,
@@ -181,7 +181,7 @@ def run_method(
         "count": trained.count,
         "requested": count,
         "converged": trained.converged_count,
-        "draws": 0,
+        "draws": 0,  # SGD rejects no draw (its result's draws are its starting networks)
         "stop_reason": trained.stop_reason,
         "steps": trained.step_count,
         "sgd": settings,

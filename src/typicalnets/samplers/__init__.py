@@ -1,13 +1,17 @@
-"""Samplers of typical interpolators, sharing one protocol (see ``samplers.base``)."""
+"""Samplers of typical interpolators, and the SGD baseline, sharing one protocol (see ``samplers.base``)."""
 
 from typicalnets.samplers.base import Sampler, SampleResult, sample
 from typicalnets.samplers.gc import GCInfo, GCState, GuessAndCheck
+from typicalnets.samplers.sgd import SGDInfo, SGDState, SGDTrainer, train_sgd
 from typicalnets.samplers.smc import SequentialMonteCarlo, SMCInfo, SMCState, sample_smc
 
 __all__ = [
     "GCInfo",
     "GCState",
     "GuessAndCheck",
+    "SGDInfo",
+    "SGDState",
+    "SGDTrainer",
     "SMCInfo",
     "SMCState",
     "SampleResult",
@@ -15,4 +19,5 @@ __all__ = [
     "SequentialMonteCarlo",
     "sample",
     "sample_smc",
+    "train_sgd",
 ]

@@ -1,14 +1,24 @@
 """The protocol every sampler follows, and the driver that runs any of them under budgets.
 
-Modelled on BlackJAX: a sampler is an object with ``init() -> State`` and
-``step(rng, state, max_draws) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples and
-``step`` changes nothing in place. Every State has ``accepted`` (a Population of the samples so
-far) and ``draws`` (prior draws spent), so one driver, ``sample``, can run any sampler until it
-holds ``count`` samples or a draw or time budget runs out. The driver asks the sampler, never the
-state's fields: ``draws_per_trial`` (G&C's mirrored pairs are 2: draw budgets are spent in whole
-groups, never past ``max_draws``), ``progress(state, count)`` for the progress bar (SMC counts
-examples), ``failed(state)`` (SMC: no particle survived) and ``log_prob_estimate(state,
-stop_reason)`` (SMC's own estimate of ln P(L_S = 0); None where the acceptance rate gives it).
+Modelled on BlackJAX: a sampler is an object with ``init(rng) -> State`` and ``step(rng, state,
+max_draws) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples, and a state stands for the
+same run whatever is done with it later (``step`` returns a new one). Samplers that draw nothing
+before their first step (G&C, SMC) take ``init(rng=None)`` too, as BlackJAX's ``init_fn(position,
+rng_key=None)`` does. Every State has ``draws`` (prior draws spent, which the draw budget counts).
+
+One driver, ``sample``, runs any sampler until the sampler says its run is over or a draw or time
+budget runs out, with one progress bar. It reads no state field but ``draws`` and knows no sampler
+by name; it asks the sampler:
+
+- ``draws_per_trial``: draws of one independent trial (G&C's mirrored pairs are 2): draw budgets
+  are spent in whole trials, never past ``max_draws``;
+- ``stopped(state, count)``: why the run is over, or None while it goes on: "count" (G&C holds
+  ``count`` samples; SMC has seen every example), "degenerate" (SMC: no particle survived),
+  "converged" (SGD: every network interpolates) or "max_steps" (SGD's step budget);
+- ``progress(state, count)``: (done, total, note) for the progress bar (SMC counts examples, SGD
+  converged networks);
+- ``finish(state, count, stop_reason, seconds, history)``: the run's ``SampleResult``, which the
+  sampler builds (SMC adds its own estimate of ln P(L_S = 0), SGD its per-network flags).
 """
 
 from __future__ import annotations
@@ -32,9 +42,11 @@ from typicalnets.nets import Architecture, Population
 from typicalnets.resources import check_memory
 from typicalnets.stats import clopper_pearson
 
+# What stopped a run short of its goal, as a message names it.
+BUDGET_NAMES = {"max_steps": "the step budget", "max_draws": "the draw budget", "time_limit": "the time limit"}
+
 
 class State(Protocol):
-    accepted: Population
     draws: int
 
 
@@ -43,26 +55,31 @@ class Sampler(Protocol):
     arch: Architecture
     draws_per_trial: int
 
-    def init(self) -> Any: ...
+    def init(self, rng: torch.Generator) -> Any: ...
 
     def step(self, rng: torch.Generator, state: Any, max_draws: int | None = None) -> tuple[Any, NamedTuple]: ...
 
-    def progress(self, state: Any, count: int) -> tuple[int, int]: ...
+    def stopped(self, state: Any, count: int) -> str | None: ...
 
-    def failed(self, state: Any) -> bool: ...
+    def progress(self, state: Any, count: int) -> tuple[int, int, str]: ...
 
-    def log_prob_estimate(self, state: Any, stop_reason: str) -> float | None: ...
+    def finish(
+        self, state: Any, count: int, stop_reason: str, seconds: float, history: tuple[NamedTuple, ...]
+    ) -> SampleResult: ...
 
 
 @dataclass(frozen=True)
 class SampleResult:
-    """What a sampling run produced and spent.
+    """What a sampling (or training) run produced and spent.
 
     ``population`` holds the first ``count`` samples (or all, if the budget ran out first);
     ``accepted_total`` counts every accepted draw, including any beyond ``count`` in the last batch,
     so ``acceptance_rate = accepted_total / draws`` uses every evaluated draw. With
     ``draws_per_trial`` = 2 (G&C's mirrored pairs, at most one of which is accepted) the accepting
     pairs are Binomial(draws / 2, 2 p), and ``acceptance_ci`` is the exact interval of that, halved.
+
+    SGD's population is every network it trained, ``converged`` says which reached zero training
+    error (``accepted_total`` counts those) and ``steps`` how many updates each took.
     """
 
     sampler: str
@@ -71,15 +88,29 @@ class SampleResult:
     accepted_total: int
     draws: int
     seconds: float
-    stop_reason: str  # "count", "max_draws", "time_limit" or "degenerate" (SMC: no particle survived)
+    # "count", "max_draws", "time_limit", "degenerate" (SMC: no particle survived), "converged" or
+    # "max_steps" (SGD)
+    stop_reason: str
     log_prob_estimate: float | None = None  # samplers that estimate ln P(L_S = 0) directly (SMC)
     log_prob_estimate_ci: tuple[float, float] | None = None
     history: tuple = ()  # the Info of every step, in order
     draws_per_trial: int = 1  # draws per independent trial (2: mirrored pairs)
+    converged: torch.Tensor | None = None  # SGD: (M,) bool, reached zero training error
+    steps: torch.Tensor | None = None  # SGD: (M,) long, the updates each network took
 
     @property
     def count(self) -> int:
         return len(self.population)
+
+    @property
+    def converged_count(self) -> int:
+        """Networks with zero training error: every sample of G&C and SMC, SGD's converged ones."""
+        return self.count if self.converged is None else int(self.converged.sum())
+
+    @property
+    def step_count(self) -> int:
+        """Steps the run took (SGD: updates of the population)."""
+        return len(self.history)
 
     @property
     def acceptance_rate(self) -> float:
@@ -108,6 +139,12 @@ class SampleResult:
 
     def message(self) -> str:
         """One line on how the run ended."""
+        if self.converged is not None:
+            converged, count = self.converged_count, self.count
+            text = f"{converged}/{count} networks reached zero training error in {self.step_count} steps"
+            if self.stop_reason != "converged":
+                text += f"; {count - converged} stopped by {BUDGET_NAMES[self.stop_reason]}"
+            return text
         if self.log_prob_estimate is not None:
             low, high = self.log_prob_interpolate_ci
             if self.stop_reason == "degenerate":
@@ -135,6 +172,25 @@ class SampleResult:
         )
 
 
+def accepted_result(
+    sampler: Sampler, state: Any, count: int, stop_reason: str, seconds: float, history: tuple, **fields: Any
+) -> SampleResult:
+    """The result of a sampler whose samples are ``state.accepted`` (G&C, SMC): the first ``count``
+    of them, and every accepted draw counted; ``fields`` adds what that sampler knows besides."""
+    return SampleResult(
+        sampler=sampler.name,
+        population=state.accepted[:count],
+        requested=count,
+        accepted_total=len(state.accepted),
+        draws=state.draws,
+        seconds=seconds,
+        stop_reason=stop_reason,
+        history=history,
+        draws_per_trial=sampler.draws_per_trial,
+        **fields,
+    )
+
+
 def sample(
     sampler: Sampler,
     rng: torch.Generator,
@@ -144,7 +200,9 @@ def sample(
     progress: bool = True,
     description: str | None = None,
 ) -> SampleResult:
-    """Run ``sampler`` until it holds ``count`` samples, or ``max_draws`` / ``time_limit`` (s) run out."""
+    """Run ``sampler`` until it says its run is over (for G&C: it holds ``count`` samples), or
+    ``max_draws`` / ``time_limit`` (s) run out. Samplers of a fixed size (SMC's particles, SGD's
+    networks) are run with ``count`` = that size."""
     if count < 1:
         raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one sample")
     if max_draws is not None and max_draws < 1:
@@ -160,42 +218,42 @@ def sample(
     held = count if max_draws is None else min(count, max_draws)  # held until the end; draws cap how many
     check_memory(sampler.arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
     start = time.perf_counter()
-    state = sampler.init()
-    stop_reason = "count"
+    state = sampler.init(rng)
     history = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[draws]} draws"),
+        TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(description or sampler.name, total=count, draws="0")
-        while len(state.accepted) < count:
-            if sampler.failed(state):
-                stop_reason = "degenerate"
+        done, total, note = sampler.progress(state, count)
+        task = bar.add_task(description or sampler.name, total=total, completed=done, note=note)
+        while True:
+            # 1. The sampler says whether its run is over; else the driver checks the budgets.
+            stop_reason = sampler.stopped(state, count) or _budget_spent(
+                state.draws + unit, max_draws, time.perf_counter() - start, time_limit
+            )
+            if stop_reason is not None:
                 break
-            if max_draws is not None and state.draws + unit > max_draws:
-                stop_reason = "max_draws"
-                break
-            if time_limit is not None and time.perf_counter() - start >= time_limit:
-                stop_reason = "time_limit"
-                break
+            # 2. Step, with the draws the budget leaves.
             remaining = None if max_draws is None else max_draws - state.draws
             state, info = sampler.step(rng, state, remaining)
             history.append(info)
-            done, total = sampler.progress(state, count)
-            bar.update(task, completed=done, total=total, draws=f"{state.draws:,}")
-    return SampleResult(
-        sampler=sampler.name,
-        population=state.accepted[:count],
-        requested=count,
-        accepted_total=len(state.accepted),
-        draws=state.draws,
-        seconds=time.perf_counter() - start,
-        stop_reason=stop_reason,
-        log_prob_estimate=sampler.log_prob_estimate(state, stop_reason),
-        history=tuple(history),
-        draws_per_trial=unit,
-    )
+            # 3. Show how far the run is.
+            done, total, note = sampler.progress(state, count)
+            bar.update(task, completed=done, total=total, note=note)
+    # 4. The sampler builds its result.
+    return sampler.finish(state, count, stop_reason, time.perf_counter() - start, tuple(history))
+
+
+def _budget_spent(
+    draws_after_a_trial: int, max_draws: int | None, elapsed: float, time_limit: float | None
+) -> str | None:
+    """The budget that one more trial would overrun ("max_draws", "time_limit"), or None."""
+    if max_draws is not None and draws_after_a_trial > max_draws:
+        return "max_draws"
+    if time_limit is not None and elapsed >= time_limit:
+        return "time_limit"
+    return None

@@ -45,6 +45,7 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior
 from typicalnets.resources import check_device, check_memory
+from typicalnets.samplers.base import SampleResult, accepted_result
 
 DEFAULT_BATCH = 16_384
 
@@ -113,18 +114,22 @@ class GuessAndCheck:
             arch.num_params(), min(self.batch_size, held), "a batch of networks", copies=2, fix="use smaller widths"
         )
 
-    def init(self) -> GCState:
+    def init(self, rng: torch.Generator | None = None) -> GCState:
+        """The empty state; ``rng`` is unused (G&C draws in its steps)."""
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
 
-    def progress(self, state: GCState, count: int) -> tuple[int, int]:
-        """(samples, count): what the driver's progress bar shows."""
-        return min(len(state.accepted), count), count
+    def stopped(self, state: GCState, count: int) -> str | None:
+        return "count" if len(state.accepted) >= count else None  # else G&C runs until a budget stops it
 
-    def failed(self, state: GCState) -> bool:
-        return False  # G&C cannot fail: it only runs out of budget
+    def progress(self, state: GCState, count: int) -> tuple[int, int, str]:
+        """(samples, count, draws): what the driver's progress bar shows."""
+        return min(len(state.accepted), count), count, f"{state.draws:,} draws"
 
-    def log_prob_estimate(self, state: GCState, stop_reason: str) -> None:
-        return None  # ln P(L_S = 0) is ln of the acceptance rate (SampleResult.log_prob_interpolate)
+    def finish(
+        self, state: GCState, count: int, stop_reason: str, seconds: float, history: tuple[GCInfo, ...]
+    ) -> SampleResult:
+        # ln P(L_S = 0) is ln of the acceptance rate (SampleResult.log_prob_interpolate).
+        return accepted_result(self, state, count, stop_reason, seconds, history)
 
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
         unit = self.draws_per_trial

@@ -7,30 +7,24 @@ without the implicit bias of gradient descent", ICLR 2023, did. All M networks t
 batched forward (stacked parameters, leading dimension M). Each network is frozen as soon as it
 makes no mistake on the full training set (f = 0 counts as a mistake), so it stops at the first
 interpolator on its path, like a G&C sample; training ends when every network is frozen or the step
-budget runs out.
+budget runs out. ``SGDTrainer`` follows the samplers' protocol, so ``samplers.base.sample`` runs it
+(with its progress bar and time limit) and returns a ``SampleResult``; ``train_sgd`` builds one and
+runs it.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from typicalnets.data import Dataset
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior, Uniform
 from typicalnets.resources import check_memory
+from typicalnets.samplers.base import SampleResult, sample
 
 LOSSES = {
     "logistic": lambda margin: F.softplus(-margin),
@@ -79,9 +73,15 @@ class SGDInfo(NamedTuple):
 
 
 class SGDTrainer:
-    """Full-batch or mini-batch SGD of ``count`` networks at once, each frozen once it interpolates."""
+    """Full-batch or mini-batch SGD of ``count`` networks at once, each frozen once it interpolates.
+
+    Its size is ``count``, fixed here as SMC's particles are: run it with ``sample(trainer, rng,
+    trainer.count)``. Its step budget is ``max_steps``, or ``epochs`` passes over the training set
+    when given; without ``stop_at_zero`` every network trains for the whole budget, and
+    ``converged`` then says whether it interpolates at the end."""
 
     name = "sgd"
+    draws_per_trial = 1
 
     def __init__(
         self,
@@ -95,6 +95,8 @@ class SGDTrainer:
         lr: float = DEFAULT_LR,
         batch_size: int | None = None,
         momentum: float = 0.0,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        epochs: int | None = None,
         stop_at_zero: bool = True,
         device: torch.device | str = "cpu",
     ):
@@ -117,6 +119,12 @@ class SGDTrainer:
             )
         if not 0 <= momentum < 1:
             raise TypicalnetsError(f"momentum must lie in [0, 1), got {momentum}; use e.g. 0 or 0.9")
+        if max_steps < 1:
+            raise TypicalnetsError(f"max steps must be >= 1, got {max_steps}; give a positive step budget")
+        if epochs is not None and epochs < 1:
+            raise TypicalnetsError(f"epochs must be >= 1, got {epochs}; give a positive number of passes")
+        # Parameters, gradients, momentum and the optimizer's copy, per network.
+        check_memory(arch.num_params(), count, f"count = {count:,} networks", copies=4, fix="lower count or the widths")
         self.arch, self.prior, self.count, self.init_kind = arch, prior, int(count), init
         self.stop_at_zero = bool(stop_at_zero)
         self.loss, self.lr, self.momentum = LOSSES[loss], float(lr), float(momentum)
@@ -125,6 +133,7 @@ class SGDTrainer:
         self.n = train.n
         self.batch_size = self.n if batch_size is None else min(int(batch_size), self.n)
         self.batches_per_epoch = -(-self.n // self.batch_size)
+        self.max_steps = int(max_steps) if epochs is None else epochs * self.batches_per_epoch
 
     def init(self, rng: torch.Generator) -> SGDState:
         device = self.x.device
@@ -137,9 +146,38 @@ class SGDTrainer:
         steps = torch.zeros(self.count, dtype=torch.long, device=device)
         return SGDState(population, velocity, converged, steps, 0, torch.arange(self.n, device=device))
 
-    def step(self, rng: torch.Generator, state: SGDState) -> tuple[SGDState, SGDInfo]:
+    def stopped(self, state: SGDState, count: int) -> str | None:
+        """Why training is over: "converged" once every network is frozen (with ``stop_at_zero``),
+        "max_steps" once the step budget is spent. ``count`` is not consulted: the size is the trainer's."""
+        if self.stop_at_zero and bool(state.converged.all()):
+            return "converged"
+        return "max_steps" if state.step_count >= self.max_steps else None
+
+    def progress(self, state: SGDState, count: int) -> tuple[int, int, str]:
+        """(converged networks, networks, steps): what the driver's progress bar shows."""
+        return int(state.converged.sum()), self.count, f"converged, step {state.step_count}"
+
+    def finish(
+        self, state: SGDState, count: int, stop_reason: str, seconds: float, history: tuple[SGDInfo, ...]
+    ) -> SampleResult:
+        """Every network trained (detached, recorded with the given prior) and how each one ended."""
+        return SampleResult(
+            sampler=self.name,
+            population=state.population,
+            requested=self.count,
+            accepted_total=int(state.converged.sum()),
+            draws=state.draws,
+            seconds=seconds,
+            stop_reason=stop_reason,
+            history=history,
+            converged=state.converged,
+            steps=state.steps,
+        )
+
+    def step(self, rng: torch.Generator, state: SGDState, max_draws: int | None = None) -> tuple[SGDState, SGDInfo]:
         """One SGD update of every network not yet converged (of every network without
-        ``stop_at_zero``); converged networks stay bit-identical."""
+        ``stop_at_zero``); converged networks stay bit-identical. A step draws nothing, so
+        ``max_draws`` does not bind."""
         moving = ~state.converged if self.stop_at_zero else torch.ones_like(state.converged)
         active = moving.nonzero().squeeze(1)
         if len(active) == 0:
@@ -177,33 +215,6 @@ class SGDTrainer:
         return new_state, SGDInfo(losses.mean().item(), len(active), int(converged.sum()))
 
 
-@dataclass(frozen=True)
-class SGDResult:
-    """Trained networks (detached, recorded with the given prior) and how each run ended."""
-
-    population: Population
-    converged: torch.Tensor  # (M,) bool: reached zero training error
-    steps: torch.Tensor  # (M,) long: SGD updates each network took
-    step_count: int  # trainer steps run
-    stop_reason: str  # "converged" or "max_steps"
-    seconds: float
-
-    @property
-    def count(self) -> int:
-        return len(self.population)
-
-    @property
-    def converged_count(self) -> int:
-        return int(self.converged.sum())
-
-    def message(self) -> str:
-        """One line on how training ended."""
-        text = f"{self.converged_count}/{self.count} networks reached zero training error in {self.step_count} steps"
-        if self.stop_reason == "max_steps":
-            text += f"; {self.count - self.converged_count} stopped by the step budget"
-        return text
-
-
 def train_sgd(
     arch: Architecture,
     prior: Prior,
@@ -211,62 +222,12 @@ def train_sgd(
     count: int,
     rng: torch.Generator,
     *,
-    init: str = "prior",
-    loss: str = "logistic",
-    lr: float = DEFAULT_LR,
-    batch_size: int | None = None,
-    momentum: float = 0.0,
-    max_steps: int = DEFAULT_MAX_STEPS,
-    epochs: int | None = None,
-    stop_at_zero: bool = True,
-    device: torch.device | str = "cpu",
+    time_limit: float | None = None,
     progress: bool = True,
-) -> SGDResult:
-    """Train ``count`` networks by SGD until each reaches zero training error or ``max_steps`` run out.
-
-    ``epochs`` (passes over the training set) replaces ``max_steps`` when given. Without
-    ``stop_at_zero`` every network trains for the whole budget; ``converged`` then says whether it
-    interpolates at the end."""
-    if max_steps < 1:
-        raise TypicalnetsError(f"max steps must be >= 1, got {max_steps}; give a positive step budget")
-    if epochs is not None and epochs < 1:
-        raise TypicalnetsError(f"epochs must be >= 1, got {epochs}; give a positive number of passes")
-    # Parameters, gradients, momentum and the optimizer's copy, per network.
-    check_memory(arch.num_params(), count, f"count = {count:,} networks", copies=4, fix="lower count or the widths")
-    start = time.perf_counter()
-    trainer = SGDTrainer(
-        arch,
-        prior,
-        train,
-        count,
-        init=init,
-        loss=loss,
-        lr=lr,
-        batch_size=batch_size,
-        momentum=momentum,
-        stop_at_zero=stop_at_zero,
-        device=device,
-    )
-    if epochs is not None:
-        max_steps = epochs * trainer.batches_per_epoch
-    state = trainer.init(rng)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("converged, step {task.fields[step]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("sgd", total=count, completed=int(state.converged.sum()), step=0)
-        while not (stop_at_zero and state.converged.all()) and state.step_count < max_steps:
-            state, info = trainer.step(rng, state)
-            bar.update(task, completed=info.converged, step=state.step_count)
-    return SGDResult(
-        population=state.population,
-        converged=state.converged,
-        steps=state.steps,
-        step_count=state.step_count,
-        stop_reason="converged" if stop_at_zero and state.converged.all() else "max_steps",
-        seconds=time.perf_counter() - start,
-    )
+    **settings,
+) -> SampleResult:
+    """Train ``count`` networks by SGD until each reaches zero training error, the step budget or
+    ``time_limit`` (s) runs out; ``settings`` are ``SGDTrainer``'s (init, loss, lr, batch_size,
+    momentum, max_steps, epochs, stop_at_zero, device)."""
+    trainer = SGDTrainer(arch, prior, train, count, **settings)
+    return sample(trainer, rng, trainer.count, time_limit=time_limit, progress=progress)

@@ -48,7 +48,7 @@ from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.resources import check_device, check_memory
-from typicalnets.samplers.base import SampleResult, sample
+from typicalnets.samplers.base import SampleResult, accepted_result, sample
 from typicalnets.stats import mean_t_interval
 
 DEFAULT_PARTICLES = 1000
@@ -59,6 +59,11 @@ NATIVE_ROUNDS_PER_SWEEP = 8
 
 
 class SMCState(NamedTuple):
+    """Where a run stands. ``step`` returns a new state and leaves what this one holds as it was: it
+    writes the new block's rows of ``cache`` (rows ``seen`` onwards, which this state never reads) in
+    place, then resamples into a fresh copy that the moves update. So an old state may be stepped
+    again, with the same result for the same ``rng``."""
+
     flat: torch.Tensor | None  # (N, P) particle parameters (z-space for uniform priors), None before the first step
     seen: int  # training examples incorporated so far
     log_prob: float  # running estimate of ln P(L_S = 0) over the seen examples
@@ -82,6 +87,7 @@ class SequentialMonteCarlo:
     """Data-tempered SMC for the prior conditioned on zero training error."""
 
     name = "smc"
+    draws_per_trial = 1
 
     def __init__(
         self,
@@ -150,25 +156,35 @@ class SequentialMonteCarlo:
             return torch.ones(len(flat), dtype=torch.bool, device=flat.device)
         return certified_interpolates(self._population(flat), self.x[:seen], self.y[:seen])
 
-    def init(self) -> SMCState:
+    def init(self, rng: torch.Generator | None = None) -> SMCState:
+        """The state before any example; ``rng`` is unused (the first step draws the particles)."""
         empty = Population.empty(self.arch, self.prior, device=self.x.device)
         return SMCState(None, 0, 0.0, 0, empty, False, self.initial_coordinates)
 
-    draws_per_trial = 1
+    def stopped(self, state: SMCState, count: int) -> str | None:
+        """Why the run is over: "degenerate" once no particle survived a block, "count" once every
+        example is in."""
+        if state.degenerate:
+            return "degenerate"
+        return "count" if state.seen == len(self.y) else None
 
-    def progress(self, state: SMCState, count: int) -> tuple[int, int]:
-        """(examples incorporated, training examples): what the driver's progress bar shows."""
-        return state.seen, len(self.y)
+    def progress(self, state: SMCState, count: int) -> tuple[int, int, str]:
+        """(examples incorporated, training examples, draws): what the driver's progress bar shows."""
+        return state.seen, len(self.y), f"{state.draws:,} draws"
 
-    def failed(self, state: SMCState) -> bool:
-        return state.degenerate
-
-    def log_prob_estimate(self, state: SMCState, stop_reason: str) -> float:
-        """The run's estimate of ln P(L_S = 0); nan for a run stopped by a budget before the last
-        example, which has no estimate for the whole training set."""
-        return state.log_prob if stop_reason in ("count", "degenerate") else math.nan
+    def finish(
+        self, state: SMCState, count: int, stop_reason: str, seconds: float, history: tuple[SMCInfo, ...]
+    ) -> SampleResult:
+        """The final particles (the first ``count``) and the run's estimate of ln P(L_S = 0); the
+        estimate is nan for a run stopped by a budget before the last example, which has none for the
+        whole training set."""
+        estimate = state.log_prob if stop_reason in ("count", "degenerate") else math.nan
+        return accepted_result(self, state, count, stop_reason, seconds, history, log_prob_estimate=estimate)
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
+        """Add the next block of examples (the first step draws the particles). A step evaluates every
+        particle, so it does not consult ``max_draws`` (the last step may overrun the budget);
+        ``state.cache`` gains the block's rows in place (see ``SMCState``)."""
         flat, draws, cache = state.flat, state.draws, state.cache
         if flat is None:
             flat, draws = self._draw(rng, self.particles), self.particles
