@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import typer
 
 from typicalnets import native
-from typicalnets.cli import main
+from typicalnets.cli import SampleOptions, app, main
 from typicalnets.data import Dataset
+from typicalnets.experiments import RunConfig
+from typicalnets.methods import MethodSpec
 from typicalnets.nets import FCN, Population
 from typicalnets.priors import QuantizedUniform
 from typicalnets.teachers import make_task, narrow_teacher
@@ -274,6 +278,19 @@ def test_run_config_file_and_command_line_precedence(tmp_path):
     manifest = json.loads((tmp_path / "r/manifest.json").read_text())["config"]
     assert manifest["n"] == [3] and manifest["count"] == 2 and manifest["in_dim"] == 3
     assert manifest["methods"] == ["gc:fcn"]
+
+
+def test_run_has_one_option_per_config_field():
+    options = {param.name for param in typer.main.get_command(app).commands["run"].params}
+    assert set(RunConfig.model_fields) <= options
+
+
+def test_sample_settings_default_to_method_spec():
+    """The sampler settings of `sample` are named like MethodSpec's fields and take its defaults."""
+    spec = MethodSpec()
+    shared = [field for field in dataclasses.fields(SampleOptions) if field.name in MethodSpec.model_fields]
+    assert len(shared) >= 15
+    assert all(field.default == getattr(spec, field.name) for field in shared)
 
 
 BAD_RUN = {

@@ -1,11 +1,17 @@
-"""The ``typicalnets`` command line: ``run`` (the main teacher-student job) and ``sample``.
+"""The ``typicalnets`` command line: ``run`` (the main teacher-student job), ``sample`` and ``bound``.
 
 Bad input ends with one line on stderr, ``error: <problem>; <fix>``, exit code 2, and no output
 directory left behind.
+
+Each command reads as parse, validate, compute, render. Its options are the fields of a dataclass
+(``RunOptions``, ``SampleOptions``, ``BoundOptions``) that ``_options_from`` shows to typer as the
+command's parameters and hands to the command as one object.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import re
@@ -14,15 +20,17 @@ import sys
 import threading
 import tomllib
 import warnings
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields, make_dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NamedTuple, get_origin, get_type_hints
 
 import numpy as np
 import pandas as pd
 import torch
 import typer
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.table import Table
 
@@ -30,11 +38,11 @@ from typicalnets.data import Dataset, require_both_classes
 from typicalnets.errors import TypicalnetsError, build_model
 from typicalnets.experiments import RunConfig, experiment_inputs, load_teacher, run_experiment
 from typicalnets.methods import MethodResult, MethodSpec, run_method
-from typicalnets.nets import ARCH_NAMES, DEFAULT_WIDTH_FACTOR, Population, build_arch
-from typicalnets.priors import parse_prior
+from typicalnets.nets import ARCH_NAMES, DEFAULT_WIDTH_FACTOR, Architecture, Population, build_arch
+from typicalnets.priors import Prior, parse_prior
 from typicalnets.resources import check_device, check_seed
 from typicalnets.store import check_output_dir, staged_output, write_json
-from typicalnets.theory import bound_report, c_tilde_for, plot_epsilon_vs_n
+from typicalnets.theory import CTildeBound, bound_report, c_tilde_for, plot_epsilon_vs_n
 
 app = typer.Typer(
     add_completion=False,
@@ -43,7 +51,6 @@ app = typer.Typer(
     help="Typical interpolating neural networks: sample, train, compare, bound.",
 )
 console = Console(stderr=True)
-DEFAULTS = RunConfig()
 SPEC = MethodSpec()  # the sampler defaults, defined once in typicalnets.methods
 
 
@@ -82,58 +89,84 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def _opt(name: str, help_text: str | None = None, **kwargs: Any) -> Any:
-    field = RunConfig.model_fields[name]
-    return typer.Option(help=help_text or field.description, **kwargs)
-
-
 def _csv(values: list[Any]) -> str:
     return ",".join(str(v) for v in values)
 
 
+def _options_from(options_type: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator for a command whose last parameter is an ``options_type`` dataclass: typer (which reads
+    ``inspect.signature``) sees each field as an option, its annotation holding the ``typer.Option`` and its
+    default the default, and the command receives them gathered into one instance."""
+    hints = get_type_hints(options_type, include_extras=True)
+    options = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if field.default is MISSING else field.default,
+            annotation=hints[field.name],
+        )
+        for field in fields(options_type)
+    ]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        *own, _ = inspect.signature(command, eval_str=True).parameters.values()  # e.g. the typer.Context
+
+        @functools.wraps(command)
+        def with_options(**values: Any) -> None:
+            own_values = [values.pop(parameter.name) for parameter in own]
+            command(*own_values, options_type(**values))
+
+        with_options.__signature__ = inspect.Signature([*own, *options])
+        return with_options
+
+    return decorate
+
+
+# Options that several commands share.
+Overwrite = Annotated[bool, typer.Option(help="replace an output directory that already holds results")]
+Bias = Annotated[bool, typer.Option(help="biases in every layer")]
+KernelSize = Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")]
+Stride = Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")]
+Pool = Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")]
+
+# The help of run's options whose RunConfig field has no description, or one that says less.
+RUN_HELP = {
+    "input": "input distribution: gaussian, uniform or boolean",
+    "activation": "relu, sign, leaky-relu or tanh",
+    "bias": "biases in every layer",
+    "sgd_init": "SGD initialisation: prior or standard",
+    "sgd_loss": "SGD loss: logistic or hinge",
+    "sgd_lr": "SGD learning rate",
+    "sgd_max_steps": "SGD step budget per network",
+}
+
+
+def _config_option(name: str, field: FieldInfo) -> tuple[str, Any, Any]:
+    """``run``'s option for a RunConfig field, as (name, annotation, default): lists are given as comma-separated
+    text and choices as text, which RunConfig checks (its message names the choices)."""
+    listed = isinstance(field.default, list)
+    kind = str if listed or get_origin(field.annotation) is Literal else field.annotation
+    option = typer.Option(help=RUN_HELP.get(name, field.description))
+    return name, Annotated[kind, option], _csv(field.default) if listed else field.default
+
+
+# typicalnets run's options: its own four, then one per RunConfig field, named alike.
+RunOptions = make_dataclass(
+    "RunOptions",
+    [
+        ("config", Annotated[Path | None, typer.Option(help="TOML file whose keys are these options' names")], None),
+        ("out", Annotated[Path | None, typer.Option(help="results directory [default: results/run-TIMESTAMP]")], None),
+        ("overwrite", Overwrite, False),
+        ("progress", Annotated[bool, typer.Option(help="show progress bars")], True),
+        *(_config_option(name, field) for name, field in RunConfig.model_fields.items()),
+    ],
+    frozen=True,
+)
+
+
 @app.command()
-def run(
-    ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="TOML file whose keys are these options' names")] = None,
-    out: Annotated[Path | None, typer.Option(help="results directory [default: results/run-TIMESTAMP]")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
-    seeds: Annotated[str, _opt("seeds")] = _csv(DEFAULTS.seeds),
-    dataset: Annotated[str, _opt("dataset")] = DEFAULTS.dataset,
-    classes: Annotated[str, _opt("classes")] = _csv(DEFAULTS.classes),
-    data_dir: Annotated[str, _opt("data_dir")] = DEFAULTS.data_dir,
-    standardize: Annotated[str, _opt("standardize")] = DEFAULTS.standardize,
-    input: Annotated[str, _opt("input", "input distribution: gaussian, uniform or boolean")] = DEFAULTS.input,
-    in_dim: Annotated[int, _opt("in_dim")] = DEFAULTS.in_dim,
-    teacher_widths: Annotated[str, _opt("teacher_widths")] = _csv(DEFAULTS.teacher_widths),
-    teacher: Annotated[str, _opt("teacher")] = DEFAULTS.teacher,
-    student_widths: Annotated[str, _opt("student_widths")] = _csv(DEFAULTS.student_widths),
-    activation: Annotated[str, _opt("activation", "relu, sign, leaky-relu or tanh")] = DEFAULTS.activation,
-    bias: Annotated[bool, _opt("bias", "biases in every layer")] = DEFAULTS.bias,
-    prior: Annotated[str, _opt("prior")] = DEFAULTS.prior,
-    n: Annotated[str, _opt("n")] = _csv(DEFAULTS.n),
-    n_test: Annotated[int, _opt("n_test")] = DEFAULTS.n_test,
-    count: Annotated[int, _opt("count")] = DEFAULTS.count,
-    methods: Annotated[str, _opt("methods")] = _csv(DEFAULTS.methods),
-    lenet_width_factor: Annotated[float, _opt("lenet_width_factor")] = DEFAULTS.lenet_width_factor,
-    device: Annotated[str, _opt("device")] = DEFAULTS.device,
-    engine: Annotated[str, _opt("engine")] = DEFAULTS.engine,
-    label_noise: Annotated[float, _opt("label_noise")] = DEFAULTS.label_noise,
-    random_labels: Annotated[bool, _opt("random_labels")] = DEFAULTS.random_labels,
-    max_majority: Annotated[float, _opt("max_majority")] = DEFAULTS.max_majority,
-    max_draws: Annotated[int, _opt("max_draws")] = DEFAULTS.max_draws,
-    time_limit: Annotated[float, _opt("time_limit")] = DEFAULTS.time_limit,
-    batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
-    smc_fallback: Annotated[bool, _opt("smc_fallback")] = DEFAULTS.smc_fallback,
-    smc_particles: Annotated[int | None, _opt("smc_particles")] = DEFAULTS.smc_particles,
-    smc_repeats: Annotated[int | None, _opt("smc_repeats")] = DEFAULTS.smc_repeats,
-    smc_refresh: Annotated[float, _opt("smc_refresh")] = DEFAULTS.smc_refresh,
-    sgd_init: Annotated[str, _opt("sgd_init", "SGD initialisation: prior or standard")] = DEFAULTS.sgd_init,
-    sgd_loss: Annotated[str, _opt("sgd_loss", "SGD loss: logistic or hinge")] = DEFAULTS.sgd_loss,
-    sgd_lr: Annotated[float, _opt("sgd_lr", "SGD learning rate")] = DEFAULTS.sgd_lr,
-    sgd_batch_size: Annotated[int, _opt("sgd_batch_size")] = DEFAULTS.sgd_batch_size,
-    sgd_max_steps: Annotated[int, _opt("sgd_max_steps", "SGD step budget per network")] = DEFAULTS.sgd_max_steps,
-) -> None:
+@_options_from(RunOptions)
+def run(ctx: typer.Context, options: RunOptions) -> None:
     """Experiment: typical interpolators (G&C, SMC) and SGD against n.
 
     A narrow teacher labels the data (or --dataset picks a class pair of an offline data set);
@@ -141,148 +174,200 @@ def run(
     results.csv, cells.csv, accuracy.csv, manifest.json and plots (test error with the C~ bound,
     test accuracy, and -ln P(L_S = 0) against C~).
     """
-    values = _read_config(config) if config else {}
-    for name in RunConfig.model_fields:
-        if _from_command_line(ctx, name) or name not in values:
-            values[name] = ctx.params[name]
-    settings = RunConfig.build(values, strict=True)  # a config file's values must have their exact types
-    out = out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    inputs = [config] if config else []
-    check_output_dir(out, overwrite, inputs + experiment_inputs(settings))
+    settings = _run_settings(ctx, options)
+    out = options.out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    inputs = [options.config] if options.config else []
+    check_output_dir(out, options.overwrite, inputs + experiment_inputs(settings))
     if settings.teacher:
         load_teacher(settings)  # a bad teacher file fails here, before any work
-    run_experiment(settings, out, overwrite, progress, console, inputs)
+    run_experiment(settings, out, options.overwrite, options.progress, console, inputs)
 
 
-@app.command("sample")
-def sample_command(
-    ctx: typer.Context,
-    train: Annotated[Path, typer.Option(help=".npz with x (n, d) or (n, c, h, w) and y in {-1,+1} or {0,1}")],
-    out: Annotated[Path, typer.Option(help="output directory")],
-    test: Annotated[Path | None, typer.Option(help=".npz test set, same format")] = None,
-    arch: Annotated[str, typer.Option(help=f"architecture: {', '.join(ARCH_NAMES)}")] = "fcn",
+def _run_settings(ctx: typer.Context, options: RunOptions) -> RunConfig:
+    """The validated RunConfig: the --config file's values, where the command line does not give them, over the
+    defaults."""
+    values = _read_config(options.config) if options.config else {}
+    for name in RunConfig.model_fields:
+        if _from_command_line(ctx, name) or name not in values:
+            values[name] = getattr(options, name)
+    return RunConfig.build(values, strict=True)  # a config file's values must have their exact types
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """``typicalnets sample``'s options, in --help order; the sampler settings are named like MethodSpec's fields
+    and take its defaults."""
+
+    train: Annotated[Path, typer.Option(help=".npz with x (n, d) or (n, c, h, w) and y in {-1,+1} or {0,1}")]
+    out: Annotated[Path, typer.Option(help="output directory")]
+    test: Annotated[Path | None, typer.Option(help=".npz test set, same format")] = None
+    arch: Annotated[str, typer.Option(help=f"architecture: {', '.join(ARCH_NAMES)}")] = "fcn"
     widths: Annotated[
         str,
         typer.Option(
             help="hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn); lenet uses --width-factor"
         ),
-    ] = "4",
-    activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu",
-    bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
-    prior: Annotated[
-        str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")
-    ] = "quantized:3",
-    sampler: Annotated[str, typer.Option(help="gc (Guess & Check), smc (sequential Monte Carlo) or sgd")] = "gc",
-    count: Annotated[int, typer.Option(help="networks to sample")] = 100,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    n: Annotated[int | None, typer.Option(help="use only the first n training examples")] = None,
-    max_draws: Annotated[int | None, typer.Option(help="G&C budget: networks drawn at most")] = None,
-    time_limit: Annotated[float | None, typer.Option(help="G&C budget: seconds at most")] = None,
-    batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = SPEC.batch_size,
-    kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
-    stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
-    pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
-    depth: Annotated[int, typer.Option(help="diag: number of diagonal layers")] = 2,
-    width_factor: Annotated[
-        float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")
-    ] = DEFAULT_WIDTH_FACTOR,
-    head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits",
-    engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = "fast",
-    loss_bin: Annotated[
-        str | None, typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")
-    ] = None,
+    ] = "4"
+    activation: Annotated[str, typer.Option(help="relu, sign, leaky-relu or tanh")] = "relu"
+    bias: Bias = True
+    prior: Annotated[str, typer.Option(help="quantized:Q, quantized:L1,L2,..., uniform:A or gaussian:SIGMA")] = (
+        "quantized:3"
+    )
+    sampler: Annotated[str, typer.Option(help="gc (Guess & Check), smc (sequential Monte Carlo) or sgd")] = SPEC.sampler
+    count: Annotated[int, typer.Option(help="networks to sample")] = 100
+    seed: Annotated[int, typer.Option(help="random seed")] = 0
+    n: Annotated[int | None, typer.Option(help="use only the first n training examples")] = None
+    max_draws: Annotated[int | None, typer.Option(help="G&C budget: networks drawn at most")] = None
+    time_limit: Annotated[float | None, typer.Option(help="G&C budget: seconds at most")] = None
+    batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = SPEC.batch_size
+    kernel_size: KernelSize = "3"
+    stride: Stride = "1"
+    pool: Pool = "1"
+    depth: Annotated[int, typer.Option(help="diag: number of diagonal layers")] = 2
+    width_factor: Annotated[float, typer.Option(help="lenet: width factor (0.5 = 3, 8, 60, 42 channels/units)")] = (
+        DEFAULT_WIDTH_FACTOR
+    )
+    head: Annotated[str, typer.Option(help="lenet: logits (2, argmax) or scalar (sign)")] = "logits"
+    engine: Annotated[str, typer.Option(help="gc: fast (native or torch), native, torch or baseline")] = SPEC.engine
+    # LOW,HIGH text: None means no bin, as MethodSpec's default.
+    loss_bin: Annotated[str | None, typer.Option(help="gc: also require LOW <= normalized cross-entropy < HIGH")] = None
     mirror: Annotated[
         bool,
         typer.Option(
             help="gc: draw mirrored pairs where the prior allows (--no-mirror: unpaired "
             "draws; both give i.i.d. posterior samples)"
         ),
-    ] = True,
-    particles: Annotated[
-        int | None, typer.Option(help="smc: particles per run [default: from --count]")
-    ] = SPEC.particles,
+    ] = SPEC.mirror
+    particles: Annotated[int | None, typer.Option(help="smc: particles per run [default: from --count]")] = (
+        SPEC.particles
+    )
     repeats: Annotated[
         int | None, typer.Option(help="smc: independent runs (>= 2 gives an interval for ln P(L_S = 0)) [default: 2]")
-    ] = SPEC.repeats,
-    block: Annotated[int, typer.Option(help="smc: training examples added per step")] = SPEC.block,
-    max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = SPEC.max_moves,
-    sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = SPEC.sgd_init,
-    sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = SPEC.sgd_loss,
-    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = SPEC.sgd_lr,
+    ] = SPEC.repeats
+    block: Annotated[int, typer.Option(help="smc: training examples added per step")] = SPEC.block
+    max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = SPEC.max_moves
+    sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = SPEC.sgd_init
+    sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = SPEC.sgd_loss
+    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = SPEC.sgd_lr
     sgd_batch_size: Annotated[
         int | None, typer.Option(help="sgd: mini-batch size, 0 = full batch [default: full batch]")
-    ] = SPEC.sgd_batch_size,
-    sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = SPEC.sgd_max_steps,
-    sgd_epochs: Annotated[int | None, typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = None,
-    sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = SPEC.sgd_momentum,
+    ] = SPEC.sgd_batch_size
+    sgd_max_steps: Annotated[int, typer.Option(help="sgd: step budget")] = SPEC.sgd_max_steps
+    sgd_epochs: Annotated[int | None, typer.Option(help="sgd: passes over the data (replaces --sgd-max-steps)")] = (
+        SPEC.sgd_epochs
+    )
+    sgd_momentum: Annotated[float, typer.Option(help="sgd: momentum in [0, 1)")] = SPEC.sgd_momentum
     sgd_stop: Annotated[
         bool,
         typer.Option(
             help="sgd: freeze each network at zero training error "
             "(--no-sgd-stop trains every network for the whole budget)"
         ),
-    ] = True,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    overwrite: Annotated[bool, typer.Option(help="replace an output directory that already holds results")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-) -> None:
+    ] = SPEC.sgd_stop
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = SPEC.device
+    overwrite: Overwrite = False
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True
+
+    @property
+    def input_files(self) -> list[Path]:
+        """The files read, which the output directory may not hold."""
+        return [self.train] + ([self.test] if self.test else [])
+
+
+class SampleInputs(NamedTuple):
+    """What ``sample`` works on, every option checked."""
+
+    train: Dataset
+    test: Dataset | None
+    network: Architecture
+    prior: Prior
+    spec: MethodSpec
+
+
+@app.command("sample")
+@_options_from(SampleOptions)
+def sample_command(options: SampleOptions) -> None:
     """Sample typical interpolators (or train SGD networks) on your data.
 
     Writes summary.json, networks.csv, train_predictions.npy and test_predictions.npy (int8, K x n,
     +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt.
     """
-    inputs = [train] + ([test] if test else [])
-    check_output_dir(out, overwrite, inputs)
-    device = check_device(device, "--device")
-    check_seed(seed, "--seed")
-    train_set = Dataset.load_npz(train)
+    inputs = _sample_inputs(options)
+    # staged_output creates the staging folder now: an unwritable --out fails here, before sampling.
+    with staged_output(options.out, options.overwrite, options.input_files) as staging:
+        ran = _sample(options, inputs)
+        _write_sample(staging, ran, _sample_summary(options, inputs, ran), inputs.train, inputs.test)
+    console.print(ran.message(), soft_wrap=True)
+    console.print(f"results in {options.out}")
+
+
+def _sample_inputs(options: SampleOptions) -> SampleInputs:
+    """The data, network, prior and sampler settings that ``options`` give, checked in this order before any work
+    (the first problem is the one reported)."""
+    check_output_dir(options.out, options.overwrite, options.input_files)
+    device = check_device(options.device, "--device")
+    check_seed(options.seed, "--seed")
+    train, test = _sample_data(options)
+    network = _sample_network(options, train.input_shape)
+    bin_edges = _loss_bin(options.loss_bin) if options.loss_bin else None
+    if test is not None and test.input_shape != train.input_shape:
+        raise TypicalnetsError(
+            f"test examples have shape {test.input_shape} but training examples {train.input_shape}; use matching data"
+        )
+    prior = parse_prior(options.prior)
+    settings = {name: getattr(options, name) for name in MethodSpec.model_fields if hasattr(options, name)}
+    settings.update(device=device, loss_bin=bin_edges, sgd_batch_size=options.sgd_batch_size or None)  # 0: full batch
+    return SampleInputs(train, test, network, prior, build_model(MethodSpec, settings))
+
+
+def _sample_data(options: SampleOptions) -> tuple[Dataset, Dataset | None]:
+    """The training set (its first --n examples, with both classes) and the test set, if one is given."""
+    train = Dataset.load_npz(options.train)
+    n = options.n
     if n is not None:
         if n < 1:
             raise TypicalnetsError(f"--n must be >= 1, got {n}; give a positive number of examples")
-        train_set = train_set.head(n)
-    require_both_classes(train_set, str(train) + (f" (first {n} examples)" if n is not None else ""))
-    test_set = Dataset.load_npz(test) if test else None
-    network = build_arch(
-        arch,
-        train_set.input_shape,
-        _ints(widths, "--widths"),
-        activation,
-        bias,
-        _ints(kernel_size, "--kernel-size"),
-        _ints(stride, "--stride"),
-        _ints(pool, "--pool"),
-        depth,
-        width_factor,
-        head,
+        train = train.head(n)
+    require_both_classes(train, str(options.train) + (f" (first {n} examples)" if n is not None else ""))
+    return train, Dataset.load_npz(options.test) if options.test else None
+
+
+def _sample_network(options: SampleOptions, input_shape: tuple[int, ...]) -> Architecture:
+    """The architecture of --arch and its options for inputs of ``input_shape``."""
+    return build_arch(
+        options.arch,
+        input_shape,
+        _ints(options.widths, "--widths"),
+        options.activation,
+        options.bias,
+        _ints(options.kernel_size, "--kernel-size"),
+        _ints(options.stride, "--stride"),
+        _ints(options.pool, "--pool"),
+        options.depth,
+        options.width_factor,
+        options.head,
     )
-    bin_edges = _loss_bin(loss_bin) if loss_bin else None
-    if test_set is not None and test_set.input_shape != train_set.input_shape:
-        raise TypicalnetsError(
-            f"test examples have shape {test_set.input_shape} but training examples {train_set.input_shape}; use "
-            "matching data"
-        )
-    prior_obj = parse_prior(prior)
-    # The sampler settings are the options named like MethodSpec's fields.
-    settings = {name: value for name, value in ctx.params.items() if name in MethodSpec.model_fields}
-    spec = build_model(
-        MethodSpec, {**settings, "device": device, "loss_bin": bin_edges, "sgd_batch_size": sgd_batch_size or None}
-    )
-    with staged_output(out, overwrite, inputs) as staging:  # an unwritable --out fails here, before sampling
-        rng = torch.Generator(device=device).manual_seed(seed)
-        ran = run_method(spec, network, prior_obj, train_set, rng, count, max_draws, time_limit, progress)
-        summary = {
-            "sampler": sampler,
-            **ran.summary,
-            "arch": network.to_dict(),
-            "prior": prior_obj.spec(),
-            "seed": seed,
-            "n_train": train_set.n,
-            "n_test": test_set.n if test_set else None,
-            "device": device,
-        }
-        _write_sample(staging, ran, summary, train_set, test_set)
-    console.print(ran.message(), soft_wrap=True)
-    console.print(f"results in {out}")
+
+
+def _sample(options: SampleOptions, inputs: SampleInputs) -> MethodResult:
+    """The networks, sampled (or trained) from --seed under the --count, --max-draws and --time-limit budgets."""
+    rng = torch.Generator(device=inputs.spec.device).manual_seed(options.seed)
+    budgets = (options.count, options.max_draws, options.time_limit)
+    return run_method(inputs.spec, inputs.network, inputs.prior, inputs.train, rng, *budgets, options.progress)
+
+
+def _sample_summary(options: SampleOptions, inputs: SampleInputs, ran: MethodResult) -> dict[str, Any]:
+    """summary.json's fields (``_write_sample`` adds the mean test error)."""
+    return {
+        "sampler": options.sampler,
+        **ran.summary,
+        "arch": inputs.network.to_dict(),
+        "prior": inputs.prior.spec(),
+        "seed": options.seed,
+        "n_train": inputs.train.n,
+        "n_test": inputs.test.n if inputs.test else None,
+        "device": inputs.spec.device,
+    }
 
 
 def _write_sample(
@@ -308,42 +393,44 @@ def _write_sample(
     write_json(staging / "summary.json", summary)
 
 
-@app.command("bound")
-def bound(
+@dataclass(frozen=True)
+class BoundOptions:
+    """``typicalnets bound``'s options, in --help order."""
+
     student_widths: Annotated[
         str,
         typer.Option(help="student hidden widths (fcn, sfcn) or channels per conv layer (cnn, scnn), e.g. 16 or 16,16"),
-    ],
+    ]
     teacher_widths: Annotated[
         str | None,
         typer.Option(help="teacher widths, one per student layer, e.g. 2 or 2,2 (default: those of --teacher)"),
-    ] = None,
-    arch: Annotated[str, typer.Option(help="fcn, sfcn, cnn or scnn (teacher and student)")] = "fcn",
-    in_dim: Annotated[int | None, typer.Option(help="fcn/sfcn: input dimension")] = None,
-    in_shape: Annotated[str | None, typer.Option(help="cnn/scnn: input shape C,L or C,H,W")] = None,
-    kernel_size: Annotated[str, typer.Option(help="cnn/scnn: kernel size, one or one per layer")] = "3",
-    stride: Annotated[str, typer.Option(help="cnn/scnn: stride, one or one per layer")] = "1",
-    pool: Annotated[str, typer.Option(help="cnn/scnn: max-pool size (1 = none), one or one per layer")] = "1",
-    bias: Annotated[bool, typer.Option(help="biases in every layer")] = True,
+    ] = None
+    arch: Annotated[str, typer.Option(help="fcn, sfcn, cnn or scnn (teacher and student)")] = "fcn"
+    in_dim: Annotated[int | None, typer.Option(help="fcn/sfcn: input dimension")] = None
+    in_shape: Annotated[str | None, typer.Option(help="cnn/scnn: input shape C,L or C,H,W")] = None
+    kernel_size: KernelSize = "3"
+    stride: Stride = "1"
+    pool: Pool = "1"
+    bias: Bias = True
     prior: Annotated[
         str, typer.Option(help="quantized:Q, quantized:L1,L2,..., or uniform:A / gaussian:S with --margin")
-    ] = "quantized:3",
+    ] = "quantized:3"
     zero_prob: Annotated[
         float | None,
         typer.Option(
             help="quantized: prior probability q0 of the level 0 (default 1/Q); the other levels share 1 - q0"
         ),
-    ] = None,
+    ] = None
     margin: Annotated[
         float | None, typer.Option(help="uniform/gaussian: angular margin alpha in radians, in (0, pi/2]")
-    ] = None,
+    ] = None
     teacher: Annotated[
         Path | None,
         typer.Option(
             help="population.pt holding one teacher network: the bound "
             "uses its weights (the student copies its settings)"
         ),
-    ] = None,
+    ] = None
     placements: Annotated[
         bool | None,
         typer.Option(
@@ -351,94 +438,104 @@ def bound(
             help="subtract the placement term: by default only where its condition is proven for --teacher; "
             "--placements without --teacher assumes a teacher that meets it",
         ),
-    ] = None,
-    n: Annotated[int | None, typer.Option(help="training examples: also report epsilon = (C~ + ln(1/delta))/n")] = None,
-    delta: Annotated[float, typer.Option(help="failure probability delta")] = 0.05,
-    epsilon: Annotated[float | None, typer.Option(help="target error: also report the n_required for it")] = None,
-    plot: Annotated[Path | None, typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print exactly one JSON object instead of a table")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing --plot file")] = False,
-) -> None:
+    ] = None
+    n: Annotated[int | None, typer.Option(help="training examples: also report epsilon = (C~ + ln(1/delta))/n")] = None
+    delta: Annotated[float, typer.Option(help="failure probability delta")] = 0.05
+    epsilon: Annotated[float | None, typer.Option(help="target error: also report the n_required for it")] = None
+    plot: Annotated[Path | None, typer.Option(help="draw epsilon against n into this .png/.pdf/.svg")] = None
+    json_output: Annotated[bool, typer.Option("--json", help="print exactly one JSON object instead of a table")] = (
+        False
+    )
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --plot file")] = False
+
+
+@app.command("bound")
+@_options_from(BoundOptions)
+def bound(options: BoundOptions) -> None:
     """Upper bound on the effective complexity C~ = -ln p~ of a narrow teacher in a wider student.
 
     Prints C~ in nats and bits with its terms (derivations: typicalnets.theory), and with --n or
     --epsilon the error bound (C~ + ln(1/delta))/n or the sample size that reaches epsilon.
     """
-    teacher_arch, student, teacher_net = _bound_models(
-        arch, student_widths, teacher_widths, teacher, in_dim, in_shape, kernel_size, stride, pool, bias
+    teacher_arch, student, teacher_net = _bound_models(options)
+    prior = parse_prior(options.prior)
+    result = c_tilde_for(
+        teacher_arch, student, prior, teacher_net, options.zero_prob, options.placements, options.margin
     )
-    prior_obj = parse_prior(prior)
-    result = c_tilde_for(teacher_arch, student, prior_obj, teacher_net, zero_prob, placements, margin)
-    report = bound_report(result, prior_obj, delta, n, epsilon)
-    if plot is not None:
-        _check_plot(plot, overwrite)
-    report = {**_bound_inputs(arch, teacher_arch, student, teacher), **report, "plot": str(plot) if plot else None}
-    if plot is not None:
-        title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior_obj.spec()}"
-        _write_plot(plot, result.nats, delta, n, epsilon, title)
-    if json_output:
+    report = bound_report(result, prior, options.delta, options.n, options.epsilon)
+    if options.plot is not None:
+        _check_plot(options.plot, options.overwrite)
+        title = f"{teacher_arch.describe()} teacher in {student.describe()}, {prior.spec()}"
+        _write_plot(options.plot, result.nats, options.delta, options.n, options.epsilon, title)
+    report = {
+        **_bound_inputs(options, teacher_arch, student),
+        **report,
+        "plot": str(options.plot) if options.plot else None,
+    }
+    if options.json_output:
         typer.echo(json.dumps(report, allow_nan=False))
         return
-    Console(soft_wrap=True).print(
-        _bound_table(result, report, teacher_arch, student, prior_obj, n, delta, epsilon, plot)
-    )
+    Console(soft_wrap=True).print(_bound_table(result, report, teacher_arch, student, prior, options))
 
 
-def _bound_models(
-    arch: str,
-    student_widths: str,
-    teacher_widths: str | None,
-    teacher: Path | None,
-    in_dim: int | None,
-    in_shape: str | None,
-    kernel_size: str,
-    stride: str,
-    pool: str,
-    bias: bool,
-):
+def _bound_models(options: BoundOptions) -> tuple[Architecture, Architecture, Population | None]:
     """(teacher architecture, student architecture, teacher network or None) from ``bound``'s options."""
+    arch = options.arch
     if arch not in ("fcn", "sfcn", "cnn", "scnn"):
         raise TypicalnetsError(f"--arch {arch!r} has no C~ bound; use fcn, sfcn, cnn or scnn")
     convolutional = arch in ("cnn", "scnn")
-    teacher_net = Population.load(teacher) if teacher else None
+    teacher_net = Population.load(options.teacher) if options.teacher else None
     if teacher_net is not None and (len(teacher_net) != 1 or (teacher_net.arch.family == "cnn") != convolutional):
         raise TypicalnetsError(
-            f"--teacher {teacher} holds {len(teacher_net)} {teacher_net.arch.name} network(s); give one network "
-            f"of the --arch {arch} family"
+            f"--teacher {options.teacher} holds {len(teacher_net)} {teacher_net.arch.name} network(s); give one "
+            f"network of the --arch {arch} family"
         )
-    if convolutional and in_dim is not None:
+    if convolutional and options.in_dim is not None:
         raise TypicalnetsError(f"--in-dim is for fcn/sfcn; give --arch {arch} inputs as --in-shape C,L or C,H,W")
-    if not convolutional and in_shape is not None:
+    if not convolutional and options.in_shape is not None:
         raise TypicalnetsError(f"--in-shape is for cnn/scnn; give --arch {arch} inputs as --in-dim D")
-    widths = _ints(student_widths, "--student-widths")
+    widths = _ints(options.student_widths, "--student-widths")
     if teacher_net is not None:
-        teacher_arch = teacher_net.arch
-        if teacher_widths is not None and _ints(teacher_widths, "--teacher-widths") != tuple(teacher_arch.widths):
-            raise TypicalnetsError(
-                f"--teacher-widths {teacher_widths} differ from the --teacher network's {list(teacher_arch.widths)}; "
-                "drop --teacher-widths or fix it"
-            )
-        given_shape = (in_dim,) if in_dim is not None else _ints(in_shape, "--in-shape") if in_shape else None
-        if given_shape is not None and given_shape != tuple(teacher_arch.input_shape):
-            raise TypicalnetsError(
-                f"the input shape {given_shape} differs from the --teacher network's {teacher_arch.input_shape}; "
-                "drop it or fix it"
-            )
-        student = replace(teacher_arch.with_widths(widths), scaled=arch in ("sfcn", "scnn"))
-    else:
-        if teacher_widths is None:
-            raise TypicalnetsError("--teacher-widths is missing; give e.g. --teacher-widths 2, or --teacher FILE")
-        if convolutional and in_shape is None:
-            raise TypicalnetsError(f"--in-shape is missing; give --arch {arch} inputs as --in-shape C,L or C,H,W")
-        if not convolutional and in_dim is None:
-            raise TypicalnetsError(f"--in-dim is missing; give --arch {arch} the input size, e.g. --in-dim 4")
-        input_shape = _ints(in_shape, "--in-shape") if convolutional else (in_dim,)
-        conv = (_ints(kernel_size, "--kernel-size"), _ints(stride, "--stride"), _ints(pool, "--pool"))
-        student = build_arch(arch, input_shape, widths, "relu", bias, *conv)
-        teacher_arch = build_arch(arch, input_shape, _ints(teacher_widths, "--teacher-widths"), "relu", bias, *conv)
-    return teacher_arch, student, teacher_net
+        return teacher_net.arch, _student_of_teacher(options, teacher_net.arch, widths), teacher_net
+    return *_models_from_widths(options, widths), None
+
+
+def _student_of_teacher(options: BoundOptions, teacher_arch: Architecture, widths: tuple[int, ...]) -> Architecture:
+    """The student of ``widths`` that copies the --teacher network's settings, which the options may not contradict."""
+    teacher_widths, in_dim, in_shape = options.teacher_widths, options.in_dim, options.in_shape
+    if teacher_widths is not None and _ints(teacher_widths, "--teacher-widths") != tuple(teacher_arch.widths):
+        raise TypicalnetsError(
+            f"--teacher-widths {teacher_widths} differ from the --teacher network's {list(teacher_arch.widths)}; "
+            "drop --teacher-widths or fix it"
+        )
+    given_shape = (in_dim,) if in_dim is not None else _ints(in_shape, "--in-shape") if in_shape else None
+    if given_shape is not None and given_shape != tuple(teacher_arch.input_shape):
+        raise TypicalnetsError(
+            f"the input shape {given_shape} differs from the --teacher network's {teacher_arch.input_shape}; "
+            "drop it or fix it"
+        )
+    return replace(teacher_arch.with_widths(widths), scaled=options.arch in ("sfcn", "scnn"))
+
+
+def _models_from_widths(options: BoundOptions, widths: tuple[int, ...]) -> tuple[Architecture, Architecture]:
+    """(teacher, student) architectures of --teacher-widths and ``widths`` with the options' inputs and layers."""
+    arch, teacher_widths, in_dim, in_shape = options.arch, options.teacher_widths, options.in_dim, options.in_shape
+    convolutional = arch in ("cnn", "scnn")
+    if teacher_widths is None:
+        raise TypicalnetsError("--teacher-widths is missing; give e.g. --teacher-widths 2, or --teacher FILE")
+    if convolutional and in_shape is None:
+        raise TypicalnetsError(f"--in-shape is missing; give --arch {arch} inputs as --in-shape C,L or C,H,W")
+    if not convolutional and in_dim is None:
+        raise TypicalnetsError(f"--in-dim is missing; give --arch {arch} the input size, e.g. --in-dim 4")
+    input_shape = _ints(in_shape, "--in-shape") if convolutional else (in_dim,)
+    layers = (
+        _ints(options.kernel_size, "--kernel-size"),
+        _ints(options.stride, "--stride"),
+        _ints(options.pool, "--pool"),
+    )
+    student = build_arch(arch, input_shape, widths, "relu", options.bias, *layers)
+    teacher = build_arch(arch, input_shape, _ints(teacher_widths, "--teacher-widths"), "relu", options.bias, *layers)
+    return teacher, student
 
 
 def _check_plot(plot: Path, overwrite: bool) -> None:
@@ -450,16 +547,16 @@ def _check_plot(plot: Path, overwrite: bool) -> None:
         raise TypicalnetsError(f"--plot {plot} already exists; pass --overwrite to replace it or choose another path")
 
 
-def _bound_inputs(arch: str, teacher_arch, student, teacher: Path | None) -> dict[str, Any]:
+def _bound_inputs(options: BoundOptions, teacher_arch: Architecture, student: Architecture) -> dict[str, Any]:
     """The report's description of the teacher and student."""
     inputs: dict[str, Any] = {
-        "arch": arch,
+        "arch": options.arch,
         "student_widths": list(student.widths),
         "teacher_widths": list(teacher_arch.widths),
         "bias": student.bias,
-        "teacher": str(teacher) if teacher else None,
+        "teacher": str(options.teacher) if options.teacher else None,
     }
-    if arch in ("cnn", "scnn"):
+    if options.arch in ("cnn", "scnn"):
         inputs.update(
             in_shape=list(student.in_shape),
             kernel_size=list(student.kernel_size),
@@ -482,11 +579,19 @@ def _write_plot(plot: Path, nats: float, delta: float, n: int | None, epsilon: f
         raise
 
 
-def _bound_table(result, report: dict[str, Any], teacher_arch, student, prior_obj, n, delta, epsilon, plot) -> Table:
+def _bound_table(
+    result: CTildeBound,
+    report: dict[str, Any],
+    teacher_arch: Architecture,
+    student: Architecture,
+    prior: Prior,
+    options: BoundOptions,
+) -> Table:
     """The human-readable report: C~ with its terms and counts, and the requested bounds."""
+    n, delta, epsilon = options.n, options.delta, options.epsilon
     table = Table(
         title=f"C~ bound: {teacher_arch.describe()} teacher in {student.describe()} student, "
-        f"prior {prior_obj.spec()} ({result.variant})"
+        f"prior {prior.spec()} ({result.variant})"
     )
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -507,8 +612,8 @@ def _bound_table(result, report: dict[str, Any], teacher_arch, student, prior_ob
         table.add_row(f"n for epsilon = {epsilon:g}, delta = {delta:g}", f"{report['n_required']:,}")
     for note in result.notes:
         table.add_row("note", note)
-    if plot is not None:
-        table.add_row("plot", str(plot))
+    if options.plot is not None:
+        table.add_row("plot", str(options.plot))
     return table
 
 
