@@ -329,55 +329,16 @@ def test_sample_lenet_with_each_engine(tmp_path, engine):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "img.npz", x=rng.normal(size=(4, 1, 16, 16)).astype(np.float32), y=np.array([0, 1, 0, 1]))
     out = tmp_path / engine
-    assert (
-        run_cli(
-            "sample",
-            "--train",
-            tmp_path / "img.npz",
-            "--arch",
-            "lenet",
-            "--width-factor",
-            "0.25",
-            "--prior",
-            "uniform:1.0",
-            "--count",
-            3,
-            "--engine",
-            engine,
-            "--loss-bin",
-            "0,100",
-            "--out",
-            out,
-            "--no-progress",
-        )
-        == 0
-    )
+    lenet = ["--train", tmp_path / "img.npz", "--arch", "lenet", "--width-factor", "0.25", "--prior", "uniform:1.0"]
+    options = ["--count", 3, "--no-progress"]
+    assert run_cli("sample", *lenet, *options, "--engine", engine, "--loss-bin", "0,100", "--out", out) == 0
     summary = json.loads((out / "summary.json").read_text())
     expected_engine = {"fast": "native" if native.load() else "torch", "torch": "torch", "baseline": "baseline"}[engine]
     assert summary["engine"] == expected_engine and summary["count"] == 3 and summary["loss_bin"] == [0.0, 100.0]
     assert summary["draws_per_trial"] == (1 if engine == "baseline" else 2)  # two logits: mirrored pairs
     if engine == "fast":
         unpaired = tmp_path / "unpaired"
-        assert (
-            run_cli(
-                "sample",
-                "--train",
-                tmp_path / "img.npz",
-                "--arch",
-                "lenet",
-                "--width-factor",
-                "0.25",
-                "--prior",
-                "uniform:1.0",
-                "--count",
-                3,
-                "--no-mirror",
-                "--out",
-                unpaired,
-                "--no-progress",
-            )
-            == 0
-        )
+        assert run_cli("sample", *lenet, *options, "--no-mirror", "--out", unpaired) == 0
         assert json.loads((unpaired / "summary.json").read_text())["draws_per_trial"] == 1
     population = Population.load(out / "population.pt")
     assert population.arch.name == "lenet" and population.arch.layer_widths == (2, 4, 30, 21)

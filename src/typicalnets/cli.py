@@ -218,7 +218,7 @@ class SampleOptions:
     seed: Annotated[int, typer.Option(help="random seed")] = 0
     n: Annotated[int | None, typer.Option(help="use only the first n training examples")] = None
     max_draws: Annotated[int | None, typer.Option(help="G&C budget: networks drawn at most")] = None
-    time_limit: Annotated[float | None, typer.Option(help="G&C budget: seconds at most")] = None
+    time_limit: Annotated[float | None, typer.Option(help="budget: seconds at most (gc, smc, sgd)")] = None
     batch_size: Annotated[int, typer.Option(help="G&C networks per batch")] = SPEC.batch_size
     kernel_size: KernelSize = "3"
     stride: Stride = "1"

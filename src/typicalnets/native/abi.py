@@ -89,23 +89,19 @@ PRIOR_FIELDS = (("prior_kind", INT), ("prior_a", FLOAT), ("levels", POINTER), ("
 DATA_FIELDS = (("x", POINTER), ("y", POINTER), ("n", INT))
 VERDICT_FIELDS = (("margin", FLOAT), ("mirror", INT), ("status", POINTER))
 
-LENET_CHECK = Signature(
-    "tn_lenet_check",
-    INT64,
-    DATA_FIELDS
-    + tuple((name, INT) for name in ("c0", "h", "w", "c1", "c2", "f1", "f2", "outputs"))
-    + PRIOR_FIELDS
-    + (("key", UINT64), ("first_id", INT64), ("count", INT64))
-    + VERDICT_FIELDS,
+STREAM_FIELDS = (("key", UINT64), ("first_id", INT64), ("count", INT64))
+
+
+def check_signature(name: str, shape_fields: tuple[tuple[str, Any], ...]) -> Signature:
+    """A CPU check function: the data, the network's shape, the prior, the stream and the verdicts."""
+    return Signature(name, INT64, DATA_FIELDS + shape_fields + PRIOR_FIELDS + STREAM_FIELDS + VERDICT_FIELDS)
+
+
+LENET_CHECK = check_signature(
+    "tn_lenet_check", tuple((name, INT) for name in ("c0", "h", "w", "c1", "c2", "f1", "f2", "outputs"))
 )
-FCN_CHECK = Signature(
-    "tn_fcn_check",
-    INT64,
-    DATA_FIELDS
-    + (("widths", POINTER), ("depth", INT), ("bias", INT), ("scaled", INT), ("act", INT))
-    + PRIOR_FIELDS
-    + (("key", UINT64), ("first_id", INT64), ("count", INT64))
-    + VERDICT_FIELDS,
+FCN_CHECK = check_signature(
+    "tn_fcn_check", (("widths", POINTER), ("depth", INT), ("bias", INT), ("scaled", INT), ("act", INT))
 )
 DRAW = Signature(
     "tn_draw",
