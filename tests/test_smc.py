@@ -9,17 +9,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.integrate import quad
 from scipy.stats import chisquare, ks_2samp
 from test_gc import Q3, enumerate_population, function_ids
 
 from typicalnets import native
 from typicalnets.certificate import TIE, certified_interpolates
 from typicalnets.data import Dataset, boolean_cube
-from typicalnets.nets import FCN, Population
+from typicalnets.nets import FCN, DiagonalLinear, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Uniform
 from typicalnets.samplers import GuessAndCheck, sample
-from typicalnets.samplers.smc import FCNCache, SequentialMonteCarlo, sample_smc
+from typicalnets.samplers import smc as smc_module
+from typicalnets.samplers.smc import FCNCache, SequentialMonteCarlo, next_temperature, sample_smc
 from typicalnets.teachers import make_task, narrow_teacher
 
 
@@ -146,15 +148,23 @@ def test_single_smc_run_has_an_estimate_but_no_interval(teacher_task):
     assert "--repeats >= 2" in result.message()
 
 
-def test_smc_time_budget_reports_no_estimate():
+def test_smc_time_budget_reports_how_far_it_got_and_no_samples():
+    """A run stopped by its budget returns what it has: the examples its particles classify and
+    ln P of those, but no samples (they would interpolate only those examples) and no estimate for
+    the whole training set."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, generator=gen)
     train = Dataset(x, torch.where(x[:, 0] > 0, 1, -1).to(torch.int8))
     result = sample(
         SequentialMonteCarlo(FCN(3, (4,)), Q3, train, particles=200), gen, 10, time_limit=0.01, progress=False
     )
-    assert result.stop_reason == "time_limit" and result.count == 0
-    assert math.isnan(result.log_prob_interpolate) and "before the last example" in result.message()
+    assert result.stop_reason == "time_limit" and result.count == 0 and math.isnan(result.log_prob_interpolate)
+    assert 0 <= result.examples_reached < 30 and result.log_prob_reached <= 0.0
+    assert f"with {result.examples_reached} training examples in" in result.message()
+    longer = sample(
+        SequentialMonteCarlo(FCN(3, (4,)), Q3, train, particles=200), gen, 10, max_draws=3000, progress=False
+    )
+    assert longer.stop_reason == "max_draws" and 0 < longer.examples_reached < 30 and longer.log_prob_reached < 0
 
 
 @pytest.mark.skipif(native.load() is None, reason="no C compiler: the native moves are not built")
@@ -195,15 +205,79 @@ def test_a_stepped_smc_state_keeps_what_it_holds_and_steps_again_alike(teacher_t
     smc = SequentialMonteCarlo(FCN(4, (6,)), Q3, teacher_task.train, particles=64, block=3)
     assert smc.cached
     rng = torch.Generator().manual_seed(4)
-    state, _ = smc.step(rng, smc.init(rng))
-    state, _ = smc.step(rng, state)  # mid-run: six examples in, the cache holds their rows
+    state = smc.init(rng)
+    while state.seen < 6:  # mid-run: six examples in (blocks of three may take tempered steps), their rows cached
+        state, _ = smc.step(rng, state)
     held = [tensor[..., : state.seen].clone() for tensor in (state.cache.z, state.cache.f, state.cache.scale)]
     flat = state.flat.clone()
     first, _ = smc.step(torch.Generator().manual_seed(9), state)
     again, _ = smc.step(torch.Generator().manual_seed(9), state)
-    assert first.seen == again.seen == 9 and not first.degenerate
+    assert first.seen == again.seen and first.beta == again.beta and not first.degenerate
     assert torch.equal(state.flat, flat)
     for before, now in zip(held, (state.cache.z, state.cache.f, state.cache.scale)):
         assert torch.equal(now[..., : state.seen], before)
     assert torch.equal(first.flat, again.flat) and first.log_prob == again.log_prob
     assert first.coordinates == again.coordinates and torch.equal(first.cache.f, again.cache.f)
+
+
+@pytest.mark.parametrize("prior", [Gaussian(1.0), Uniform(1.0)], ids=["gaussian", "uniform"])
+def test_smc_agrees_with_guess_and_check_on_continuous_priors(teacher_task, prior):
+    """The cloud-fitted and the prior's elliptical slices, with tempering, against exact G&C."""
+    arch = FCN(4, (8,))
+    train = teacher_task.train.head(8)
+    gen = torch.Generator().manual_seed(5)
+    smc = sample_smc(SequentialMonteCarlo(arch, prior, train, particles=300), gen, 600, repeats=4, progress=False)
+    gc = sample(GuessAndCheck(arch, prior, train), gen, 600, max_draws=10**8, progress=False)
+    smc_low, smc_high = smc.log_prob_interpolate_ci
+    gc_low, gc_high = gc.log_prob_interpolate_ci
+    # Tolerance: the two 95% intervals for ln P(L_S = 0) must overlap.
+    assert smc_low <= gc_high and gc_low <= smc_high
+    smc_err = smc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
+    gc_err = gc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
+    # Tolerance: a two-sample KS test of the test errors must not reject at the 1% level.
+    assert ks_2samp(smc_err, gc_err).pvalue > 0.01
+
+
+def test_smc_volume_of_the_linear_perceptron_matches_the_exact_mean():
+    """For f = <w, x> with w ~ N(0, I_d) and Gaussian inputs labelled by a random teacher, averaged
+    over data sets E[P(L_S = 0)] = int_0^pi (1 - t/pi)^n sin^(d-2) t dt / int_0^pi sin^(d-2) t dt.
+    SMC's estimate of P (not of ln P) is unbiased, so its mean over data sets must match."""
+    d, n, sets = 3, 8, 40
+    exact = quad(lambda t: (1 - t / math.pi) ** n * math.sin(t) ** (d - 2), 0, math.pi)[0] / 2.0  # int sin = 2
+    gen = torch.Generator().manual_seed(11)
+    estimates, tempered = [], False
+    for _ in range(sets):
+        teacher, x = torch.randn(d, generator=gen), torch.randn(n, d, generator=gen)
+        train = Dataset(x, torch.where(x @ teacher > 0, 1, -1).to(torch.int8))
+        result = sample(
+            SequentialMonteCarlo(DiagonalLinear(d, 1), Gaussian(1.0), train, particles=100), gen, 1, progress=False
+        )
+        estimates.append(math.exp(result.log_prob_interpolate))
+        tempered |= any(math.isfinite(info.beta) for info in result.history)
+    mean, error = np.mean(estimates), np.std(estimates, ddof=1) / math.sqrt(sets)
+    # Tolerance: 4 standard errors of the mean over data sets (the spread holds both the data sets'
+    # variation and SMC's); a bias of the estimator would show as a shift of many standard errors.
+    assert abs(mean - exact) <= 4 * error, (mean, exact, error)
+    assert tempered  # some block killed more than half the particles and was tempered
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    mistakes=st.lists(st.integers(0, 4), min_size=2, max_size=60),
+    beta=st.sampled_from([0.0, 0.5, 3.0, 29.0]),
+    target=st.sampled_from([0.3, 0.5, 0.8]),
+)
+def test_next_temperature_keeps_the_effective_sample_size(mistakes, beta, target):
+    counts = torch.tensor(mistakes)
+    after, log_weights = next_temperature(counts, beta, target)
+    weights = torch.exp(log_weights - log_weights.max())
+    ess = float(weights.sum()) ** 2 / float((weights**2).sum()) / len(counts)
+    if math.isinf(after):  # hard: the survivors' fraction is the ESS, kept unless beta ran out
+        assert torch.equal(weights > 0, counts == 0)
+        assert ess >= target or beta + 1e-9 >= smc_module.BETA_HARD or (counts == 0).sum() == 0
+    else:
+        assert beta < after <= smc_module.BETA_HARD
+        spread = int(counts.max() - counts.min())
+        # Bisection lands at the target ESS up to rounding, unless the mistakes hardly differ (then
+        # beta becomes 1, or BETA_HARD, and the ESS stays above the target).
+        assert ess >= target - 1e-6 if spread == 0 else abs(ess - target) < 1e-6 or ess > target

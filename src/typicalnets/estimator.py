@@ -32,7 +32,6 @@ from typicalnets.priors import Prior, parse_prior
 from typicalnets.resources import check_device
 from typicalnets.samplers.gc import DEFAULT_BATCH
 from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS
-from typicalnets.samplers.smc import DEFAULT_PARTICLES
 
 SAMPLERS = ("gc", "smc", "sgd")
 IMAGE_ARCHS = ("cnn", "scnn", "lenet")
@@ -86,11 +85,10 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         G&C engine; all accept exactly the same networks.
     batch_size : int, default=16384
         G&C networks drawn per step.
-    particles : int, default=1000
-        SMC particles; at least ``n_networks``. The estimator runs SMC once (it needs networks, not
-        an interval for ln P(L_S = 0)) with 1000 particles by default, so that the ensemble is
-        drawn from a well-mixed population; ``typicalnets sample`` instead sizes SMC from the
-        requested count (``methods.MethodSpec.smc_layout``), since its users ask for many samples.
+    particles : int or None, default=None
+        SMC particles; at least ``n_networks``. None sizes them from ``n_networks`` as
+        ``typicalnets sample`` does (``methods.MethodSpec.smc_layout``: at least 100). The estimator
+        runs SMC once: it needs networks, not an interval for ln P(L_S = 0).
     sgd_init : {"prior", "standard"}, default="prior"
     sgd_loss : {"logistic", "hinge"}, default="logistic"
     sgd_lr : float, default=0.1
@@ -163,7 +161,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         time_limit=None,
         engine="fast",
         batch_size=DEFAULT_BATCH,
-        particles=DEFAULT_PARTICLES,
+        particles=None,
         sgd_init="prior",
         sgd_loss="logistic",
         sgd_lr=DEFAULT_LR,
@@ -343,7 +341,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                 "device": str(device),
                 "engine": self.engine,
                 "batch_size": _positive_int(self.batch_size, "batch_size"),
-                "particles": _positive_int(self.particles, "particles"),
+                "particles": _positive_int(self.particles, "particles", allow_none=True),
                 "repeats": 1,
                 "sgd_init": self.sgd_init,
                 "sgd_loss": self.sgd_loss,
@@ -381,9 +379,10 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=3,
                 )
             return result
-        if count > spec.particles:
+        particles, _ = spec.smc_layout(count)
+        if count > particles:
             raise TypicalnetsError(
-                f"n_networks={count} exceeds particles={spec.particles}; SMC returns at most one "
+                f"n_networks={count} exceeds particles={particles}; SMC returns at most one "
                 "network per particle, so raise particles"
             )
         result = run_method(spec, arch, prior, train, rng, count, max_draws, time_limit, self.verbose).raw

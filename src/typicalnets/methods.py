@@ -149,6 +149,9 @@ def run_method(
             "particles": particles,
             "repeats": repeats,
             "block": spec.block,
+            # A run stopped by a budget: how far it got, and ln P(those examples correct).
+            "examples_reached": result.examples_reached,
+            "log_prob_reached": result.log_prob_reached,
         }
         return _sampled(spec, result, count, summary)
     trainer = SGDTrainer(

@@ -95,6 +95,9 @@ class SampleResult:
     log_prob_estimate_ci: tuple[float, float] | None = None
     history: tuple = ()  # the Info of every step, in order
     draws_per_trial: int = 1  # draws per independent trial (2: mirrored pairs)
+    # SMC stopped by a budget: the training examples its particles classify, and ln P of that
+    examples_reached: int | None = None
+    log_prob_reached: float | None = None
     converged: torch.Tensor | None = None  # SGD: (M,) bool, reached zero training error
     steps: torch.Tensor | None = None  # SGD: (M,) long, the updates each network took
 
@@ -150,9 +153,11 @@ class SampleResult:
             if self.stop_reason == "degenerate":
                 return f"{self.sampler}: no particle survived; raise --particles or the number of moves"
             if math.isnan(self.log_prob_estimate):
+                reached = self.examples_reached or 0
                 return (
-                    f"{self.sampler} stopped by {self.stop_reason.replace('_', ' ')} before the last example; "
-                    "no samples or estimate; raise --max-draws/--time-limit"
+                    f"{self.sampler} stopped by {self.stop_reason.replace('_', ' ')} with {reached} training examples "
+                    f"in (ln P(those correct) = {self.log_prob_reached or 0.0:.3f}); no samples, as its particles "
+                    "classify only those; raise --max-draws/--time-limit"
                 )
             return (
                 f"{self.count}/{self.requested} samples by {self.sampler} in {self.seconds:.1f}s; "

@@ -3,25 +3,41 @@
 The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t correctly}, t = 0..n
 (examples enter in blocks). Starting from N prior draws, each step
 
-1. reweights: a particle keeps weight 1 iff it classifies the block's examples (f = 0 is a mistake);
-2. records the surviving fraction s_t, so that sum_t ln s_t estimates ln P(L_S = 0), the log prior
-   mass of the version space (its exponential is an unbiased estimate of P(L_S = 0));
-3. resamples N particles uniformly among the survivors (multinomial);
-4. rejuvenates with MCMC moves that leave pi_t invariant, until the particles are diverse enough:
-   - quantized priors: re-draw k randomly chosen parameters from the prior; accept iff the
-     network still classifies every example seen so far (the Metropolis-Hastings ratio of this
-     independent prior proposal under a flat prior times an indicator is the indicator itself).
-     k adapts between sweeps (halved below 20% acceptance, doubled above 50%), and sweeps go on
-     until the accepted re-draws per particle reach ``refresh`` times the parameter count and
-     ``target_unique`` of the particles are distinct (at least ``min_moves``, at most ``max_moves``).
-     One-hidden-layer FCN particles keep their activations cached (``FCNCache``) and, on the
-     CPU, move in the native kernel: one parameter at a time to a uniformly chosen other level
-     (a symmetric proposal, so the acceptance ratio is again the indicator), in rounds of 1/8
-     sweep until the accepted moves per particle reach ``refresh`` sweeps;
-   - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010) with the
-     indicator as likelihood, so every slice is the constraint set itself;
+1. scores the block being added: each particle's mistakes on it (f = 0 is a mistake);
+2. tempers where the block is hard to survive: if fewer than ``target_ess`` of the particles
+   classify it, the target becomes prior x 1{earlier examples correct} x exp(-beta x mistakes on
+   the block), with beta raised step by step so that the incremental weights exp(-(beta' - beta) x
+   mistakes) keep an effective sample size of ``target_ess`` x N, until the block can be made hard
+   (adaptive tempered SMC within data tempering). A block that kills most particles then costs more
+   steps, not the run; one still unsurvivable at beta = BETA_HARD ends the run as "degenerate";
+3. adds ln of the mean incremental weight to the estimate of ln P(L_S = 0), the log prior mass of
+   the version space (the product of the mean weights is an unbiased estimate of P(L_S = 0));
+4. resamples N particles in proportion to the weights (uniformly among the survivors of a hard block);
+5. rejuvenates with MCMC moves that leave the current target invariant, until the particles have
+   mixed (``_rejuvenate``): at least ``min_moves`` sweeps, and the correlation across particles of
+   a statistic of the function (the mean normalized output f / scale on a few fixed training inputs)
+   before and after the moves at most ``decorrelation`` -- the rule for when the moves are enough,
+   since acceptance alone says nothing about how far particles travel (a chain started at one
+   solution of a narrow version space can look settled long before it has mixed); for quantized
+   priors also ``refresh`` accepted re-draws per parameter and ``target_unique`` distinct particles;
+   at most ``max_moves`` sweeps. ``SMCInfo`` records the acceptance, the distinct particles and that
+   correlation for every step.
+   - quantized priors: re-draw k randomly chosen parameters from the prior, a Metropolis-Hastings
+     move whose ratio (an independent prior proposal under a flat prior) is the likelihood ratio:
+     the indicator for a hard block, exp(-beta x change in mistakes) times it while tempering. k
+     adapts between sweeps (halved below 20% acceptance, doubled above 50%). One-hidden-layer FCN
+     particles keep their activations cached (``FCNCache``) on hard blocks and, on the CPU, move in
+     the native kernel: one parameter at a time to a uniformly chosen other level (a symmetric
+     proposal, so the acceptance ratio is again the indicator), in rounds of 1/8 sweep;
+   - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010), alternating
+     the prior's ellipses with ellipses fitted to the particle cloud (``_cloud_slices``: each half
+     of the particles moves with a Gaussian fitted to the other half, which keeps every move exact),
+     which follow a narrow, elongated version space where the prior's ellipses shrink to tiny steps;
    - uniform priors U[-a, a]: the same in z-space, theta = a (2 Phi(z) - 1) with z ~ N(0, I),
      which maps the standard normal prior exactly onto the uniform one.
+
+A run stopped by a budget returns what it has: no samples (its particles classify only the
+examples in so far), how many examples are in, and the estimate of ln P for those.
 
 References: Del Moral, Doucet & Jasra, "Sequential Monte Carlo samplers", JRSS B 2006; Chopin,
 "A sequential particle filter method for static models", Biometrika 2002 (data tempering).
@@ -39,7 +55,7 @@ from typing import NamedTuple
 import torch
 
 from typicalnets import native
-from typicalnets.certificate import TIE, certified_interpolates, check_float32_range
+from typicalnets.certificate import TIE, certified_interpolates, check_float32_range, forward_with_scale
 from typicalnets.data import Dataset, class_interleaved_order
 from typicalnets.errors import TypicalnetsError
 from typicalnets.native.abi import Activation
@@ -56,6 +72,14 @@ DEFAULT_MAX_MOVES = 100  # MCMC sweeps per step at most
 # The native moves run in rounds of 1/8 sweep (n_params / 8 proposals per particle), so the adaptive
 # stop rule is checked often without paying a call per proposal.
 NATIVE_ROUNDS_PER_SWEEP = 8
+DEFAULT_TARGET_ESS = 0.25  # a block that leaves fewer survivors than this fraction of N is tempered
+DEFAULT_DECORRELATION = 0.5  # moves go on until the mixing statistic's correlation with its start is this low
+# A block still tempered at this beta (a mistake then weighs e^-30 ~ 1e-13) is made hard at once: the
+# particles that classify it survive, and if none does the run is degenerate, so every block ends.
+BETA_HARD = 30.0
+MISTAKE_CHUNK = 256  # particles per float64 forward when counting mistakes
+PROBE_EXAMPLES = 8  # inputs the mixing statistic evaluates each particle on
+CLOUD_RIDGE = 0.1  # the fitted Gaussian's isotropic part, as a fraction of the particles' mean variance
 
 
 class SMCState(NamedTuple):
@@ -72,15 +96,19 @@ class SMCState(NamedTuple):
     degenerate: bool  # no particle survived a block: sampling failed
     coordinates: int  # parameters one move re-draws: adapted to the move acceptance as the run goes
     cache: FCNCache | None = None  # cached activations (one-hidden-layer FCNs with quantized priors)
+    beta: float = 0.0  # tempering of the block being added (0: none yet, between blocks)
+    log_prob_seen: float = 0.0  # the estimate of ln P(examples 0..seen-1 correct), without the block's tempering
 
 
 class SMCInfo(NamedTuple):
-    seen: int  # examples incorporated after this step
+    seen: int  # examples incorporated after this step (a tempered step adds none until its block is hard)
     survival: float  # fraction of particles that classified the new block
     ess: int  # effective sample size after reweighting (0/1 weights: the survivors)
     unique: int  # distinct particles after the moves
     move_acceptance: float  # mean acceptance of this step's MCMC moves
     moves: int  # MCMC sweeps this step
+    beta: float = math.inf  # the block's tempering after this step (inf: the hard constraint)
+    correlation: float = math.nan  # of the mixing statistic before and after the moves (see _rejuvenate)
 
 
 class SequentialMonteCarlo:
@@ -101,6 +129,8 @@ class SequentialMonteCarlo:
         max_moves: int = DEFAULT_MAX_MOVES,
         target_unique: float = 0.5,
         refresh: float = 1.0,
+        target_ess: float = DEFAULT_TARGET_ESS,
+        decorrelation: float = DEFAULT_DECORRELATION,
         device: torch.device | str = "cpu",
     ):
         arch.check_input(train.x)
@@ -113,6 +143,11 @@ class SequentialMonteCarlo:
             raise TypicalnetsError(
                 "SMC needs particles >= 2, block >= 1, coordinates >= 1 and 0 <= min moves <= max moves; raise the "
                 "one that is too small"
+            )
+        if not (0 < target_ess < 1 and 0 < decorrelation <= 1):
+            raise TypicalnetsError(
+                f"SMC needs 0 < target_ess < 1 and 0 < decorrelation <= 1, got {target_ess} and {decorrelation}; "
+                f"use e.g. {DEFAULT_TARGET_ESS} and {DEFAULT_DECORRELATION}"
             )
         if not isinstance(prior, (QuantizedUniform, Gaussian, Uniform)):
             raise TypicalnetsError(f"SMC has no move for prior {prior!r}; use quantized, uniform or gaussian")
@@ -129,6 +164,7 @@ class SequentialMonteCarlo:
         self.arch, self.prior, self.particles, self.block = arch, prior, int(particles), int(block)
         self.min_moves, self.max_moves = int(min_moves), int(max_moves)
         self.target_unique, self.refresh = target_unique, refresh
+        self.target_ess, self.decorrelation = float(target_ess), float(decorrelation)
         order = class_interleaved_order(train.y)
         self.x, self.y = train.x[order].to(device), train.y[order].to(device)
         self.n_params = arch.num_params()
@@ -137,6 +173,9 @@ class SequentialMonteCarlo:
         self.cached = isinstance(arch, FCN) and arch.depth == 2 and isinstance(prior, QuantizedUniform)
         self.x64 = self.x.double()
         self.xt64, self.y8 = self.x64.reshape(len(self.x64), -1).T.contiguous(), self.y.to(torch.int8).contiguous()
+        # The mixing statistic looks at functions, not weights (a rescaled network computes the same
+        # signs): each particle's mean normalized output f / scale on the last examples of the order.
+        self.probe = self.x64[-PROBE_EXAMPLES:]
 
     # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
     def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
@@ -175,127 +214,254 @@ class SequentialMonteCarlo:
     def finish(
         self, state: SMCState, count: int, stop_reason: str, seconds: float, history: tuple[SMCInfo, ...]
     ) -> SampleResult:
-        """The final particles (the first ``count``) and the run's estimate of ln P(L_S = 0); the
-        estimate is nan for a run stopped by a budget before the last example, which has none for the
-        whole training set."""
-        estimate = state.log_prob if stop_reason in ("count", "degenerate") else math.nan
-        return accepted_result(self, state, count, stop_reason, seconds, history, log_prob_estimate=estimate)
+        """The final particles (the first ``count``) and the run's estimate of ln P(L_S = 0). A run
+        stopped by a budget before the last example has no samples (its particles classify only the
+        examples in so far) and no estimate for the whole training set: it reports how many examples
+        are in and the estimate of ln P for those."""
+        if stop_reason in ("count", "degenerate"):
+            return accepted_result(self, state, count, stop_reason, seconds, history, log_prob_estimate=state.log_prob)
+        return accepted_result(
+            self,
+            state,
+            count,
+            stop_reason,
+            seconds,
+            history,
+            log_prob_estimate=math.nan,
+            examples_reached=state.seen,
+            log_prob_reached=state.log_prob_seen,
+        )
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
-        """Add the next block of examples (the first step draws the particles). A step evaluates every
+        """Add the next block of examples (the first step draws the particles), or, where the hard
+        constraint would leave fewer than ``target_ess`` of the particles, temper it: the target
+        becomes prior x 1{earlier examples correct} x exp(-beta x mistakes on the block), with beta
+        raised by the ESS criterion until the block can be made hard. A step evaluates every
         particle, so it does not consult ``max_draws`` (the last step may overrun the budget);
         ``state.cache`` gains the block's rows in place (see ``SMCState``)."""
         flat, draws, cache = state.flat, state.draws, state.cache
         if flat is None:
             flat, draws = self._draw(rng, self.particles), self.particles
             cache = FCNCache.empty(self.arch, len(flat), len(self.y), flat.device) if self.cached else None
-        seen = min(len(self.y), state.seen + self.block)
-        # 1. Reweight: survivors classify the new block (and, by invariance, every earlier example).
-        if cache is not None:
-            cache.extend(self.arch, flat, self.x64, state.seen, seen)
-            alive = cache.correct(self.y, state.seen, seen)
-        else:
-            alive = certified_interpolates(self._population(flat), self.x[state.seen : seen], self.y[state.seen : seen])
+        target = min(len(self.y), state.seen + self.block)
+        # 1. Score the block: each particle's mistakes on the examples being added.
+        if cache is not None and state.beta == 0.0:
+            cache.extend(self.arch, flat, self.x64, state.seen, target)
+        mistakes = self._mistakes(flat, state.seen, target, cache)
         draws += len(flat)
-        survival = float(alive.double().mean())
-        if survival == 0.0:
-            info = SMCInfo(seen, 0.0, 0, 0, 0.0, 0)
-            return state._replace(flat=flat, seen=seen, log_prob=-math.inf, draws=draws, degenerate=True), info
-        # 2. The surviving fraction estimates P(block correct | earlier blocks correct).
-        log_prob = state.log_prob + math.log(survival)
-        # 3. Resample uniformly among the survivors.
-        survivors = torch.nonzero(alive).flatten()
-        pick = torch.randint(len(survivors), (self.particles,), generator=rng, device=rng.device).to(flat.device)
-        flat = flat[survivors[pick]]
+        survival = float((mistakes == 0).double().mean())
+        # 2. Temper: the hard constraint where it keeps target_ess of the particles, else the beta whose
+        #    incremental weights exp(-(beta' - beta) mistakes) have that effective sample size.
+        beta, log_weights = next_temperature(mistakes, state.beta, self.target_ess)
+        shift = float(log_weights.max())
+        if shift == -math.inf:
+            info = SMCInfo(state.seen, 0.0, 0, 0, 0.0, 0, beta)
+            return state._replace(flat=flat, log_prob=-math.inf, draws=draws, degenerate=True, cache=cache), info
+        weights = torch.exp(log_weights - shift)  # shifted so that the largest is 1: no underflow
+        # 3. The mean incremental weight estimates the ratio of consecutive normalizing constants.
+        log_prob = state.log_prob + shift + math.log(float(weights.mean()))
+        # 4. Resample: uniformly among the survivors of a hard block, else in proportion to the weights.
+        if math.isinf(beta):
+            survivors = torch.nonzero(weights).flatten()
+            picked = torch.randint(len(survivors), (self.particles,), generator=rng, device=rng.device)
+            pick = survivors[picked.to(flat.device)]
+        else:
+            pick = torch.multinomial(weights.cpu(), self.particles, replacement=True, generator=rng).to(flat.device)
+        flat, mistakes = flat[pick], mistakes[pick]
         if cache is not None:
-            cache = cache.take(survivors[pick])
-        # 4. Rejuvenate until diverse enough (or max_moves sweeps).
-        flat, acceptance, moves, evaluations, coordinates = self._rejuvenate(rng, flat, seen, state.coordinates, cache)
+            cache = cache.take(pick)
+        ess = int(round(float(weights.sum()) ** 2 / float((weights**2).sum())))
+        # 5. Rejuvenate under the new target until the particles have mixed (or max_moves sweeps).
+        moved = self._rejuvenate(rng, flat, state.seen, target, beta, mistakes, state.coordinates, cache)
+        flat, acceptance, moves, evaluations, coordinates, correlation = moved
         draws += evaluations
+        seen, beta = (target, 0.0) if math.isinf(beta) else (state.seen, beta)
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
         if done and cache is not None and not bool(certified_interpolates(accepted, self.x, self.y).all()):
             raise RuntimeError("SMC's cached activations drifted from the parameters; please report this")
-        info = SMCInfo(seen, survival, len(survivors), _unique(flat), acceptance, moves)
-        return SMCState(flat, seen, log_prob, draws, accepted, False, coordinates, cache), info
+        reached = math.inf if beta == 0.0 else beta
+        info = SMCInfo(seen, survival, ess, _unique(flat), acceptance, moves, reached, correlation)
+        log_prob_seen = log_prob if beta == 0.0 else state.log_prob_seen
+        return SMCState(flat, seen, log_prob, draws, accepted, False, coordinates, cache, beta, log_prob_seen), info
+
+    def _mistakes(self, flat: torch.Tensor, start: int, stop: int, cache: FCNCache | None = None) -> torch.Tensor:
+        """Each particle's mistakes on examples start..stop-1 (float64 with the tie rule: y f <= TIE x
+        scale is a mistake, as in ``certified_interpolates``)."""
+        if cache is not None:
+            return cache.mistakes(self.y, start, stop)
+        counts = []
+        for begin in range(0, len(flat), MISTAKE_CHUNK):
+            params = {k: v.double() for k, v in self._population(flat[begin : begin + MISTAKE_CHUNK]).params.items()}
+            f, scale = forward_with_scale(self.arch, params, self.x64[start:stop])
+            counts.append((self.y[start:stop].double() * f <= TIE * scale).sum(dim=1))
+        return torch.cat(counts)
+
+    def _statistic(self, flat: torch.Tensor) -> torch.Tensor:
+        """Each particle's mean normalized output f / scale (in [-1, 1]) over the probe inputs, (N, 1)."""
+        values = []
+        for begin in range(0, len(flat), MISTAKE_CHUNK):
+            params = {k: v.double() for k, v in self._population(flat[begin : begin + MISTAKE_CHUNK]).params.items()}
+            f, scale = forward_with_scale(self.arch, params, self.probe)
+            values.append((f / scale.clamp_min(torch.finfo(torch.float64).tiny)).mean(dim=1, keepdim=True))
+        return torch.cat(values)
 
     def _rejuvenate(
-        self, rng: torch.Generator, flat: torch.Tensor, seen: int, coordinates: int, cache: FCNCache | None = None
+        self,
+        rng: torch.Generator,
+        flat: torch.Tensor,
+        seen: int,
+        target: int,
+        beta: float,
+        mistakes: torch.Tensor,
+        coordinates: int,
+        cache: FCNCache | None = None,
     ):
-        """MCMC moves until the particles are diverse enough; returns the moved particles, the mean move
-        acceptance, the sweeps, their cost in network evaluations and the adapted ``coordinates``."""
+        """MCMC moves that leave prior x 1{examples 0..seen-1 correct} x exp(-beta x mistakes on
+        seen..target-1) invariant (beta = inf: every example up to target correct), until the
+        particles have mixed: at least ``min_moves`` sweeps, ``refresh`` accepted re-draws per
+        parameter and ``target_unique`` distinct particles (quantized priors), and the correlation,
+        across particles, of the mixing statistic (``_statistic``) before and after the moves at most
+        ``decorrelation``; at most ``max_moves`` sweeps. Returns the moved
+        particles, the mean move acceptance, the sweeps, their cost in network evaluations, the
+        adapted ``coordinates`` and that final correlation."""
+        hard = math.isinf(beta)
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
         quantized = isinstance(self.prior, QuantizedUniform)
-        kernel = native.load() if cache is not None and flat.device.type == "cpu" else None
+        # The cached moves keep every example up to target correct: hard blocks only.
+        cached = cache is not None and hard
+        kernel = native.load() if cached and flat.device.type == "cpu" else None
         proposals = max(1, self.n_params // NATIVE_ROUNDS_PER_SWEEP)
+        start = self._statistic(flat)
+        correlation = 1.0
+        constraint = Constraint(self, seen, target, beta)
         while moves < self.max_moves:
             if (
                 moves >= self.min_moves
                 and float(refreshed.mean()) >= self.refresh * self.n_params
                 and _unique(flat) >= self.target_unique * len(flat)
+                and correlation <= self.decorrelation
             ):
                 break
             if kernel is not None:
                 flat, moved = cache.native_moves(
-                    kernel, self.arch, self.prior, rng, flat, self.xt64, self.y8, seen, proposals
+                    kernel, self.arch, self.prior, rng, flat, self.xt64, self.y8, target, proposals
                 )
                 refreshed += moved
                 moved = moved / proposals
                 cost = len(flat) * proposals // self.n_params  # in whole-network evaluations
-            elif cache is not None:
+            elif cached:
                 # Alternate single-parameter moves (any parameter) with moves of k input weights of one
                 # hidden unit; k adapts like the uncached block size.
                 if moves % 2 == 0:
-                    flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen)
+                    flat, moved = cache.coordinate_move(self.arch, self.prior, rng, flat, self.x64, self.y, target)
                 else:
-                    flat, moved = cache.unit_move(self.arch, self.prior, rng, flat, self.x64, self.y, seen, coordinates)
-                    rate = float((moved > 0).double().mean())
-                    if rate < 0.2:
-                        coordinates = max(1, coordinates // 2)
-                    elif rate > 0.5:
-                        coordinates = min(self.arch.in_dim, coordinates * 2)
+                    flat, moved = cache.unit_move(
+                        self.arch, self.prior, rng, flat, self.x64, self.y, target, coordinates
+                    )
+                    coordinates = _adapt(coordinates, float((moved > 0).double().mean()), self.arch.in_dim)
                 refreshed += moved
                 moved = (moved > 0).double()
                 cost = len(flat)
             elif quantized:
-                flat, moved, cost = self._coordinate_move(rng, flat, seen, coordinates)
+                flat, mistakes, moved, cost = self._coordinate_move(rng, flat, mistakes, constraint, coordinates)
                 refreshed += moved * coordinates
-                rate = float(moved.mean())
-                if rate < 0.2:
-                    coordinates = max(1, coordinates // 2)
-                elif rate > 0.5:
-                    coordinates = min(self.n_params, coordinates * 2)
+                coordinates = _adapt(coordinates, float(moved.mean()), self.n_params)
             else:  # an elliptical slice move refreshes every coordinate
-                flat, moved, cost = self._elliptical_slice(rng, flat, seen)
+                # Moves alternate between ellipses fitted to the particle cloud and the prior's own.
+                if moves % 2 == 0:
+                    flat, mistakes, moved, cost = self._cloud_slices(rng, flat, mistakes, constraint)
+                else:
+                    flat, mistakes, moved, cost = self._elliptical_slice(rng, flat, mistakes, constraint)
                 refreshed += moved * self.n_params
             total += float(moved.mean())
             moves += 1
             evaluations += cost
-        return flat, (total / moves if moves else 0.0), moves, evaluations, coordinates
+            correlation = _correlation(start, self._statistic(flat))
+        if cache is not None and not cached:  # moved without the cache: recompute its rows
+            cache.extend(self.arch, flat, self.x64, 0, target)
+        return flat, (total / moves if moves else 0.0), moves, evaluations, coordinates, correlation
 
-    def _coordinate_move(self, rng: torch.Generator, flat: torch.Tensor, seen: int, coordinates: int):
-        """Re-draw ``coordinates`` random parameters of every particle from the prior; keep iff valid."""
+    def _coordinate_move(
+        self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint, coordinates: int
+    ):
+        """Re-draw ``coordinates`` random parameters of every particle from the prior, a Metropolis-Hastings
+        move whose ratio (prior proposal, flat prior) is the constraint's likelihood ratio."""
         count = len(flat)
         index = torch.randint(self.n_params, (count, coordinates), generator=rng, device=rng.device)
         values = self.prior.sample((count, coordinates), rng).to(flat.dtype)
         proposal = flat.clone()
         proposal.scatter_(1, index.to(flat.device), values.to(flat.device))
-        ok = self._satisfies(proposal, seen)
-        return torch.where(ok.unsqueeze(1), proposal, flat), ok.float(), count
+        ok, proposed = constraint.evaluate(proposal)
+        if not constraint.hard:
+            log_u = torch.rand(count, generator=rng, device=rng.device, dtype=torch.float64).log().to(flat.device)
+            ok &= log_u < -constraint.beta * (proposed - mistakes).double()
+        keep = ok.unsqueeze(1)
+        return torch.where(keep, proposal, flat), torch.where(ok, proposed, mistakes), ok.float(), count
 
-    def _elliptical_slice(self, rng: torch.Generator, flat: torch.Tensor, seen: int, max_shrinks: int = 100):
-        """One elliptical slice sampling update per particle (z-space for uniform priors).
+    def _cloud_slices(self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint):
+        """Elliptical slices fitted to the cloud, in two halves: each half moves with a Gaussian fitted
+        to the other, so that no particle's move depends on its own position and each half's kernel
+        leaves the target invariant exactly (a kernel fitted to all particles would not)."""
+        halves = torch.randperm(len(flat), generator=rng, device=rng.device).to(flat.device).chunk(2)
+        flat, mistakes, moved, cost = flat.clone(), mistakes.clone(), torch.zeros(len(flat), device=flat.device), 0
+        for moving, fitted in ((halves[0], halves[1]), (halves[1], halves[0])):
+            cloud = CloudGaussian.fit(flat[fitted])
+            step = self._elliptical_slice(rng, flat[moving], mistakes[moving], constraint, cloud)
+            flat[moving], mistakes[moving], moved[moving] = step[0], step[1], step[2]
+            cost += step[3]
+        return flat, mistakes, moved, cost
 
-        The Gaussian prior is N(0, sigma^2 I) for Gaussian priors and N(0, I) in z-space. A particle
-        whose bracket has not closed after ``max_shrinks`` shrinks keeps its state (angles then are
-        within 2 pi 2^-100 of 0, i.e. the current point, in exact arithmetic).
+    def _elliptical_slice(
+        self,
+        rng: torch.Generator,
+        flat: torch.Tensor,
+        mistakes: torch.Tensor,
+        constraint: Constraint,
+        cloud: CloudGaussian | None = None,
+        max_shrinks: int = 100,
+    ):
+        """One elliptical slice sampling update per particle (z-space for uniform priors), with the
+        constraint's likelihood 1{earlier examples correct} exp(-beta x block mistakes).
+
+        The Gaussian prior is N(0, sigma^2 I) for Gaussian priors and N(0, I) in z-space. With a
+        ``cloud`` N(mu, Sigma) fitted to the particles, the target is written as N(mu, Sigma) times
+        the likelihood x prior / N(mu, Sigma), and the ellipse is centred at mu with its auxiliary
+        draw from N(0, Sigma) (the generalized elliptical slice sampling of Nishihara, Murray &
+        Adams, JMLR 2014): in a narrow, elongated version space the ellipses then follow its shape,
+        where the prior's ellipses shrink to tiny steps. A particle whose bracket has not closed after
+        ``max_shrinks`` shrinks keeps its state (angles then are within 2 pi 2^-100 of 0, i.e. the
+        current point, in exact arithmetic).
         """
         scale = self.prior.sigma if isinstance(self.prior, Gaussian) else 1.0
-        nu = scale * torch.randn(flat.shape, generator=rng, device=rng.device).to(flat.device)
+        if cloud is None:
+            center, nu = 0.0, scale * torch.randn(flat.shape, generator=rng, device=rng.device).to(flat.device)
+        else:
+            center, nu = cloud.mean.to(flat.dtype), cloud.sample(rng, len(flat)).to(flat.dtype)
+
+        offset = flat - center
+        # ln(prior / N(mu, Sigma)) at mu + offset cos t + nu sin t is a quadratic form in (cos t, sin t),
+        # so its six coefficients per particle make each shrink O(1) in the parameters.
+        forms = _EllipseForms.of(cloud, center, offset, nu, scale) if cloud is not None else None
+
+        def log_likelihood(rows: torch.Tensor, block_mistakes: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+            """ln of the likelihood the slice is taken on, up to a constant (the hard part aside), at
+            angle ``a`` of the ellipses ``rows`` (None: their current points)."""
+            value = torch.zeros(len(rows), dtype=torch.float64, device=flat.device)
+            if not constraint.hard:
+                value = value - constraint.beta * block_mistakes.double()
+            if forms is not None:
+                value = value + forms.at(rows, a)
+            return value
+
+        sliced = cloud is not None or not constraint.hard  # else the slice is the constraint set itself
+        if sliced:
+            log_u = torch.rand(len(flat), generator=rng, device=rng.device, dtype=torch.float64).log().to(flat.device)
+            level = log_u + log_likelihood(torch.arange(len(flat), device=flat.device), mistakes, None)
         angle = 2 * math.pi * torch.rand(len(flat), generator=rng, device=rng.device).to(flat.device)
         low, high = angle - 2 * math.pi, angle.clone()
-        current = flat.clone()
+        current, mistakes = flat.clone(), mistakes.clone()
         pending = torch.ones(len(flat), dtype=torch.bool, device=flat.device)
         evaluations = 0
         for _ in range(max_shrinks):
@@ -303,10 +469,13 @@ class SequentialMonteCarlo:
             if rows.numel() == 0:
                 break
             a = angle[rows].unsqueeze(1)
-            proposal = flat[rows] * torch.cos(a) + nu[rows] * torch.sin(a)
-            ok = self._satisfies(proposal, seen)
+            proposal = offset[rows] * torch.cos(a) + nu[rows] * torch.sin(a) + center
+            ok, proposed = constraint.evaluate(proposal)
+            if sliced:
+                ok &= log_likelihood(rows, proposed, angle[rows]) > level[rows]
             evaluations += rows.numel()
             current[rows[ok]] = proposal[ok]
+            mistakes[rows[ok]] = proposed[ok]
             pending[rows[ok]] = False
             shrink = rows[~ok]
             negative = angle[shrink] < 0
@@ -316,7 +485,143 @@ class SequentialMonteCarlo:
                 shrink.numel(), generator=rng, device=rng.device
             ).to(flat.device)
         moved = (~pending).float()
-        return current, moved, evaluations
+        return current, mistakes, moved, evaluations
+
+
+class _EllipseForms(NamedTuple):
+    """ln prior(theta) - ln N(theta; mu, Sigma) + const along theta(t) = center + offset cos t + nu sin t,
+    as coefficients per particle: Sigma-quadratic terms (oo, on, nn) and prior ones (cc, co, cn, oo,
+    on, nn) of |theta(t)|^2 / (2 scale^2)."""
+
+    quadratic: torch.Tensor  # (N, 3): d^T Sigma^-1 d / 2 for d = offset cos t + nu sin t, in cos^2, cos sin, sin^2
+    squared: torch.Tensor  # (N, 6): |theta(t)|^2 / (2 scale^2) in 1, cos, sin, cos^2, cos sin, sin^2
+
+    @classmethod
+    def of(cls, cloud: CloudGaussian, center, offset, nu, scale: float) -> _EllipseForms:
+        offset, nu = offset.double(), nu.double()
+        center = torch.as_tensor(center, dtype=torch.float64, device=offset.device).expand_as(offset)
+        off_off, off_nu, nu_nu = cloud.bilinear(offset, offset), cloud.bilinear(offset, nu), cloud.bilinear(nu, nu)
+        quadratic = torch.stack([off_off, 2 * off_nu, nu_nu], 1) / 2
+        dots = [(center * center), 2 * center * offset, 2 * center * nu, offset * offset, 2 * offset * nu, nu * nu]
+        squared = torch.stack([d.sum(1) for d in dots], 1) / (2 * scale**2)
+        return cls(quadratic, squared)
+
+    def at(self, rows: torch.Tensor, angle: torch.Tensor | None) -> torch.Tensor:
+        """The value at ``angle`` (None: t = 0, the current points) of the ellipses ``rows``."""
+        if angle is None:
+            angle = torch.zeros(len(rows), dtype=torch.float64, device=self.quadratic.device)
+        c, s = torch.cos(angle).double(), torch.sin(angle).double()
+        terms = torch.stack([c * c, c * s, s * s], 1)
+        quadratic = (self.quadratic[rows] * terms).sum(1)
+        squared = self.squared[rows] * torch.cat([torch.ones_like(c)[:, None], c[:, None], s[:, None], terms], 1)
+        return quadratic - squared.sum(1)
+
+
+class CloudGaussian(NamedTuple):
+    """N(mean, K^T K + ridge x I) fitted to particles: K holds their deviations from the mean over
+    sqrt(N - 1), so K^T K is their covariance (rank < N), and the ridge (a fraction of the mean
+    variance) gives every direction some spread. Densities and draws cost O(N P) per particle by
+    the Woodbury identity, so it serves networks with far more parameters than particles."""
+
+    mean: torch.Tensor  # (P,)
+    factor: torch.Tensor  # K, (N, P)
+    ridge: float
+    inner: torch.Tensor  # (ridge I + K K^T)^-1, (N, N)
+
+    @classmethod
+    def fit(cls, flat: torch.Tensor, ridge_fraction: float = CLOUD_RIDGE) -> CloudGaussian | None:
+        """The fit to ``flat``'s rows, or None where the particles have no spread."""
+        theta = flat.double()
+        mean = theta.mean(0)
+        factor = (theta - mean) / math.sqrt(max(1, len(theta) - 1))
+        ridge = ridge_fraction * float(factor.square().sum()) / theta.shape[1]
+        if not ridge > 0:
+            return None
+        gram = factor @ factor.T
+        inner = torch.linalg.inv(ridge * torch.eye(len(gram), dtype=gram.dtype, device=gram.device) + gram)
+        return cls(mean, factor, ridge, inner)
+
+    def sample(self, rng: torch.Generator, count: int) -> torch.Tensor:
+        """``count`` draws from N(0, K^T K + ridge I) (centred: the ellipse's auxiliary draws)."""
+        rows, dim = self.factor.shape
+        eta = torch.randn(count, rows, generator=rng, device=rng.device, dtype=torch.float64).to(self.factor.device)
+        xi = torch.randn(count, dim, generator=rng, device=rng.device, dtype=torch.float64).to(self.factor.device)
+        return eta @ self.factor + math.sqrt(self.ridge) * xi
+
+    def bilinear(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """u_i^T Sigma^-1 v_i per row, by Woodbury: (u.v - (K u)^T (ridge I + K K^T)^-1 (K v)) / ridge."""
+        ku, kv = u @ self.factor.T, v @ self.factor.T
+        return ((u * v).sum(1) - (ku @ self.inner * kv).sum(1)) / self.ridge
+
+
+class Constraint(NamedTuple):
+    """What a move must respect: examples 0..seen-1 classified correctly, and the block
+    seen..target-1 weighed by exp(-beta x mistakes) (beta = inf: classified correctly too)."""
+
+    sampler: SequentialMonteCarlo
+    seen: int
+    target: int
+    beta: float
+
+    @property
+    def hard(self) -> bool:
+        return math.isinf(self.beta)
+
+    def evaluate(self, proposal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whether each proposal respects the hard part, its mistakes on the tempered block)."""
+        if self.hard:
+            return self.sampler._satisfies(proposal, self.target), torch.zeros(
+                len(proposal), dtype=torch.int64, device=proposal.device
+            )
+        return self.sampler._satisfies(proposal, self.seen), self.sampler._mistakes(proposal, self.seen, self.target)
+
+
+def next_temperature(mistakes: torch.Tensor, beta: float, target_ess: float) -> tuple[float, torch.Tensor]:
+    """The block's next beta and the log incremental weights -(beta' - beta) x mistakes to it.
+
+    beta' = inf (weights 1{no mistake}) where that keeps an effective sample size (sum w)^2 / sum w^2
+    of at least ``target_ess`` x N, or once beta reaches BETA_HARD; else the beta' whose weights have
+    exactly that ESS, found by bisection (the ESS falls as beta' rises), as adaptive tempered SMC
+    chooses its next temperature (Jasra, Stephens, Doucet & Tsagaris, Scand. J. Stat. 2011). Where
+    the particles' mistakes hardly differ, no beta' below BETA_HARD lowers the ESS that far: beta then
+    becomes 1 so that the moves at it can create the differences, and if they do not, the block is
+    made hard at the next step (a block no particle can learn, such as a copy of an example with the
+    other label, then ends the run in two steps instead of a climb to BETA_HARD)."""
+    count = mistakes.double()
+    hard = count == 0
+    if float(hard.double().mean()) >= target_ess or beta >= BETA_HARD:
+        return math.inf, torch.where(hard, 0.0, -math.inf)
+
+    def ess(delta: float) -> float:
+        weights = torch.exp(-delta * (count - count.min()))  # shifted: the same ESS, no underflow
+        return float(weights.sum()) ** 2 / float((weights**2).sum()) / len(count)
+
+    top = BETA_HARD - beta
+    if ess(top) > target_ess:
+        delta = 1.0 if beta == 0.0 else top
+    else:
+        low, delta = 0.0, top
+        for _ in range(60):  # to ~1e-17 of BETA_HARD: the ESS is then target_ess up to rounding
+            middle = (low + delta) / 2
+            low, delta = (middle, delta) if ess(middle) > target_ess else (low, middle)
+    return beta + delta, -delta * count
+
+
+def _adapt(coordinates: int, rate: float, most: int) -> int:
+    """Parameters per move: halved below 20% acceptance, doubled above 50%."""
+    if rate < 0.2:
+        return max(1, coordinates // 2)
+    return min(most, coordinates * 2) if rate > 0.5 else coordinates
+
+
+def _correlation(before: torch.Tensor, after: torch.Tensor) -> float:
+    """The largest Pearson correlation across particles of a statistic's columns (N, k) before and
+    after the moves; a column without spread on either side counts as 1 (the particles have not
+    mixed, or all started from one point)."""
+    before, after = before - before.mean(0), after - after.mean(0)
+    spread = before.norm(dim=0) * after.norm(dim=0)
+    correlation = torch.where(spread > 0, (before * after).sum(0) / spread.clamp_min(1e-300), 1.0)
+    return float(correlation.max())
 
 
 class FCNCache:
@@ -364,9 +669,9 @@ class FCNCache:
             h = h * params["s1"].unsqueeze(1)
         return h * params["w2"][:, 0].unsqueeze(1)
 
-    def correct(self, y: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def mistakes(self, y: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         margin = y[start:stop].double() * self.f[:, start:stop]
-        return (margin > TIE * self.scale[:, start:stop]).all(dim=1)
+        return (margin <= TIE * self.scale[:, start:stop]).sum(dim=1)
 
     def take(self, index: torch.Tensor) -> FCNCache:
         return FCNCache(self.z[index], self.f[index], self.scale[index])
@@ -540,7 +845,9 @@ def sample_smc(
     """Run ``repeats`` independent SMC runs; pool ``count`` samples and estimate ln P(L_S = 0).
 
     The estimate is the mean of the runs' ln-estimates; its 95% interval is Student's t over the
-    runs (needs repeats >= 2). Samples are taken evenly from the runs' final particles. The runs
+    runs (needs repeats >= 2). Where a budget stops a run, the runs finished by then give the samples
+    and the estimate, and the stopped run says how far it got (``examples_reached``). Samples are
+    taken evenly from the runs' final particles. The runs
     share ``sampler``: its adaptive settings live in each run's state, so every run starts alike.
     """
     if repeats < 1:
@@ -559,17 +866,19 @@ def sample_smc(
         runs.append(run)
         if run.stop_reason != "count":
             break
-    estimates = [r.log_prob_interpolate for r in runs]
-    complete = len(runs) == repeats and all(r.stop_reason == "count" for r in runs)
+    finished = [r for r in runs if r.stop_reason == "count"]
+    estimates = [r.log_prob_interpolate for r in finished]
+    complete = len(finished) == repeats
     interval = (math.nan, math.nan)
-    if complete and repeats >= 2:
+    if len(finished) >= 2:
         mean, half = mean_t_interval(estimates)
         interval = (mean - half, mean + half)
+    # Samples come evenly from the runs asked for; a budget that stops a run keeps the finished runs' shares.
     shares = [count // repeats + (1 if i < count % repeats else 0) for i in range(repeats)]
-    pooled = [r.population[:share] for r, share in zip(runs, shares) if r.stop_reason == "count"]
+    pooled = [r.population[:share] for r, share in zip(finished, shares)]
     population = Population.concat(pooled) if pooled else runs[0].population
     stop = "count" if complete else runs[-1].stop_reason
-    estimate = sum(estimates) / len(estimates) if complete else runs[-1].log_prob_interpolate
+    estimate = sum(estimates) / len(estimates) if finished else runs[-1].log_prob_interpolate
     history = tuple(info._asdict() | {"run": index} for index, r in enumerate(runs) for info in r.history)
     return replace(
         runs[-1],
