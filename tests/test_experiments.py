@@ -230,3 +230,31 @@ def test_random_labels_are_coin_flips_without_a_bound():
     assert set(task.train.y.tolist()) <= {-1, 1} and student_bounds(config, task) == {}
     with pytest.raises(TypicalnetsError, match="random_labels"):
         RunConfig.build({"random_labels": True, "dataset": "digits"})
+
+
+def test_sgd_cells_honour_the_time_limit_and_keep_non_interpolators_out_of_the_tables(tmp_path, capsys):
+    # A rate too small to fit anything within the cell's 0.3 s: every SGD network stops by the time limit.
+    out = tmp_path / "sgd"
+    args = ["run", "--n", "8", "--count", "6", "--methods", "gc:fcn,sgd:fcn", "--sgd-lr", "1e-9"]
+    code = run_cli(*args, "--sgd-max-steps", "1000000000", "--time-limit", "0.3", "--out", out, "--no-progress")
+    assert code == 0
+    cells = pd.read_csv(out / "cells.csv").set_index("method")
+    assert cells.loc["sgd:fcn", "stop_reason"] == "time_limit" and cells.loc["sgd:fcn", "seconds"] < 5
+    results = pd.read_csv(out / "results.csv")
+    sgd = results[results["method"] == "sgd:fcn"]
+    not_converged = int((~sgd["converged"]).sum())
+    assert len(sgd) == 6 and not_converged == cells.loc["sgd:fcn", "not_converged"] > 0
+    assert (sgd[~sgd["converged"]]["train_error"] > 0).all() and (sgd[sgd["converged"]]["train_error"] == 0).all()
+    accuracy = pd.read_csv(out / "accuracy.csv").set_index("method")
+    assert accuracy.loc["gc:fcn", "networks"] == 6
+    assert accuracy["networks"].get("sgd:fcn", 0) == 6 - not_converged  # only interpolators are compared
+    assert f"{not_converged} of 6 SGD networks did not reach zero training error" in capsys.readouterr().err
+
+
+def test_sgd_cells_record_the_rate_scaled_to_the_init():
+    config = RunConfig.build({"n": "8", "count": 4, "methods": "sgd:fcn"})
+    assert config.sgd_lr is None and config.method_spec("sgd").sgd_lr is None
+    cell = run_cell(config, "sgd:fcn", 8, 0)
+    assert 0.01 < cell.summary["sgd_lr"] < 1 and cell.summary["not_converged"] == 0
+    given = run_cell(RunConfig.build({"n": "8", "count": 4, "methods": "sgd:fcn", "sgd_lr": 0.05}), "sgd:fcn", 8, 0)
+    assert given.summary["sgd_lr"] == 0.05

@@ -115,6 +115,7 @@ def test_minibatch_training_interpolates(task):
 def test_each_network_trains_as_if_alone(task):
     trainer = SGDTrainer(STUDENT, Uniform(1.0), task.train, 6)
     together = trainer.init(torch.Generator().manual_seed(5))
+    assert not together.converged.any()  # so the kept forward's rows are every network's
     alone = SGDState(
         together.population[:1],
         {k: v[:1] for k, v in together.velocity.items()},
@@ -122,6 +123,8 @@ def test_each_network_trains_as_if_alone(task):
         together.steps[:1],
         0,
         together.order,
+        together.outputs[:1],
+        together.saved.rows(slice(0, 1)),
     )
     rng = torch.Generator()
     for _ in range(20):

@@ -136,7 +136,7 @@ RUN_HELP = {
     "bias": "biases in every layer",
     "sgd_init": "SGD initialisation: prior or standard",
     "sgd_loss": "SGD loss: logistic or hinge",
-    "sgd_lr": "SGD learning rate",
+    "sgd_lr": "SGD learning rate [default: scaled to the init]",
     "sgd_max_steps": "SGD step budget per network",
 }
 
@@ -248,7 +248,7 @@ class SampleOptions:
     max_moves: Annotated[int, typer.Option(help="smc: most MCMC sweeps per step")] = SPEC.max_moves
     sgd_init: Annotated[str, typer.Option(help="sgd: prior or standard")] = SPEC.sgd_init
     sgd_loss: Annotated[str, typer.Option(help="sgd: logistic or hinge")] = SPEC.sgd_loss
-    sgd_lr: Annotated[float, typer.Option(help="sgd: learning rate")] = SPEC.sgd_lr
+    sgd_lr: Annotated[float | None, typer.Option(help="sgd: learning rate [default: scaled to the init]")] = SPEC.sgd_lr
     sgd_batch_size: Annotated[
         int | None, typer.Option(help="sgd: mini-batch size, 0 = full batch [default: full batch]")
     ] = SPEC.sgd_batch_size

@@ -31,7 +31,7 @@ from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior, parse_prior
 from typicalnets.resources import check_device
 from typicalnets.samplers.gc import DEFAULT_BATCH
-from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS
+from typicalnets.samplers.sgd import DEFAULT_MAX_STEPS
 
 SAMPLERS = ("gc", "smc", "sgd")
 IMAGE_ARCHS = ("cnn", "scnn", "lenet")
@@ -80,7 +80,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         Budget of gc (networks drawn) and smc (network evaluations); None for no limit. The default
         is finite so that an unreachable G&C target ends with an error instead of running forever.
     time_limit : float or None, default=None
-        Budget in seconds (gc, smc). A run stopped by time is not reproducible.
+        Budget in seconds (gc, smc, sgd). A run stopped by time is not reproducible.
     engine : {"fast", "native", "torch", "baseline"}, default="fast"
         G&C engine; all accept exactly the same networks.
     batch_size : int, default=16384
@@ -91,7 +91,8 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         runs SMC once: it needs networks, not an interval for ln P(L_S = 0).
     sgd_init : {"prior", "standard"}, default="prior"
     sgd_loss : {"logistic", "hinge"}, default="logistic"
-    sgd_lr : float, default=0.1
+    sgd_lr : float or None, default=None
+        SGD learning rate; None scales it to the init (``typicalnets.samplers.sgd.init_scaled_lr``).
     sgd_batch_size : int or None, default=None
         SGD mini-batch size; None for full batch.
     sgd_max_steps : int, default=10000
@@ -132,7 +133,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
     Budgets: when gc stops before ``n_networks`` interpolators, the ensemble keeps the ones it
     found and a ``ConvergenceWarning`` says so; with none found (or an smc run that did not reach the
     last example) ``fit`` raises ``RuntimeError`` naming the fixes. SGD networks that do not reach
-    zero training error in ``sgd_max_steps`` are not interpolators; they stay in the ensemble
+    zero training error in ``sgd_max_steps`` (or ``time_limit``) are not interpolators; they stay in the ensemble
     (``interpolates_`` marks them) and a ``ConvergenceWarning`` counts them.
 
     Multi-class y raises ``ValueError``: one-vs-rest ensembles would not be typical interpolators of
@@ -164,7 +165,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         particles=None,
         sgd_init="prior",
         sgd_loss="logistic",
-        sgd_lr=DEFAULT_LR,
+        sgd_lr=None,
         sgd_batch_size=None,
         sgd_max_steps=DEFAULT_MAX_STEPS,
         device="cpu",
@@ -231,13 +232,13 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
         rng = torch.Generator(device=device).manual_seed(seed)
         spec = self._method_spec(device)
         if sampler == "sgd":
-            result = run_method(spec, arch, prior, train, rng, count, progress=self.verbose).raw
+            result = run_method(spec, arch, prior, train, rng, count, time_limit=time_limit, progress=self.verbose).raw
             interpolates = result.converged.cpu().numpy()
             if not interpolates.all():
                 warnings.warn(
                     f"{count - int(interpolates.sum())} of {count} SGD networks did not reach zero training error in "
-                    f"sgd_max_steps={result.step_count} steps; they stay in the ensemble (see interpolates_). "
-                    "Raise sgd_max_steps or sgd_lr, or widen the network",
+                    f"{result.step_count} steps ({result.stop_reason.replace('_', ' ')} reached); they stay in the "
+                    "ensemble (see interpolates_). Raise sgd_max_steps or time_limit, or widen the network",
                     ConvergenceWarning,
                     stacklevel=2,
                 )

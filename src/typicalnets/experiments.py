@@ -17,6 +17,12 @@ saved network ``teacher``, labels Gaussian/uniform/Boolean inputs) or, with ``da
 pair of an offline data set (``typicalnets.data.load_binary_task``: ceil(max(n) / 2) training
 examples per class drawn with the task seed, interleaved by class, and every test example of the
 two classes). Either way all methods see the same tasks; fully connected students see images flattened.
+
+SGD cells train ``count`` networks with the sampler defaults of ``typicalnets.methods.MethodSpec``
+(the learning rate scaled to the init unless ``sgd_lr`` is given) under ``sgd_max_steps`` and the
+cell's ``time_limit``. A network that has not reached zero training error by then is no
+interpolator: its row in results.csv says ``converged = False``, the cell counts it, and the
+accuracy table, the plots and the printed tables leave it out (they compare interpolators).
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ class RunConfig(BaseModel):
     )
     max_majority: float = Field(0.75, ge=0.5, le=1.0, description="largest majority-label share of the teacher")
     max_draws: int = Field(100_000_000, ge=1, description="G&C draw budget per cell")
-    time_limit: float = Field(300.0, gt=0, description="G&C time budget per cell, seconds")
+    time_limit: float = Field(300.0, gt=0, description="time budget per G&C or SGD cell, seconds")
     batch_size: int = Field(SPEC.batch_size, ge=1, description="G&C networks per batch")
     smc_fallback: bool = Field(True, description="re-run by SMC the G&C cells that run out of budget")
     smc_particles: int | None = Field(SPEC.particles, ge=2, description="SMC particles per run (default: from count)")
@@ -139,7 +145,7 @@ class RunConfig(BaseModel):
     smc_refresh: float = Field(SPEC.refresh, gt=0, description="SMC: accepted moves per particle per step, in sweeps")
     sgd_init: Literal["prior", "standard"] = SPEC.sgd_init
     sgd_loss: Literal["logistic", "hinge"] = SPEC.sgd_loss
-    sgd_lr: float = Field(SPEC.sgd_lr, gt=0)
+    sgd_lr: float | None = Field(SPEC.sgd_lr, gt=0, description="SGD learning rate [default: scaled to the init]")
     sgd_batch_size: int = Field(0, ge=0, description="mini-batch size; 0 = full batch")
     sgd_max_steps: int = Field(SPEC.sgd_max_steps, ge=1)
 
@@ -366,11 +372,23 @@ def run_cell(
             low, high = done["acceptance_ci"]
             summary.update(acceptance_rate=done["acceptance_rate"], acceptance_ci_low=low, acceptance_ci_high=high)
     else:
-        ran = run_method(config.method_spec("sgd"), arch, config.prior_obj, train, rng, config.count, progress=progress)
+        ran = run_method(
+            config.method_spec("sgd"),
+            arch,
+            config.prior_obj,
+            train,
+            rng,
+            config.count,
+            time_limit=config.time_limit,
+            progress=progress,
+            description=label,
+        )
         done = ran.summary
         summary.update(
             networks=done["count"],
             converged=done["converged"],
+            not_converged=done["count"] - done["converged"],
+            sgd_lr=done["sgd"]["lr"],
             stop_reason=done["stop_reason"],
             seconds=done["seconds"],
             message=done["message"],
@@ -483,7 +501,8 @@ def run_experiment(
         table.to_parquet(staging / "results.parquet", index=False)
         cell_table = pd.DataFrame(cells)
         cell_table.to_csv(staging / "cells.csv", index=False)
-        accuracy_intervals(table).to_csv(staging / "accuracy.csv", index=False)
+        interpolators = table[table["converged"].astype(bool)]  # what the tables and plots compare
+        accuracy_intervals(interpolators).to_csv(staging / "accuracy.csv", index=False)
         # One bound per method: the largest over seeds (every seed's C~ bounds its own cells).
         method_bounds = {
             m: max(b[m] for b in bounds.values() if m in b)
@@ -502,9 +521,9 @@ def run_experiment(
             if config.dataset
             else f"teacher fcn{config.teacher_widths} -> students {config.student_widths}"
         ) + f", {config.prior}"
-        if len(table):
-            plot_error_vs_n(table, staging / "test_error_vs_n.png", title, method_bounds)
-            plot_accuracy_vs_n(table, staging / "test_accuracy_vs_n.png", title)
+        if len(interpolators):
+            plot_error_vs_n(interpolators, staging / "test_error_vs_n.png", title, method_bounds)
+            plot_accuracy_vs_n(interpolators, staging / "test_accuracy_vs_n.png", title)
         if method_bounds and len(cell_table):
             plot_volume_vs_n(cell_table, staging / "volume_vs_c_tilde.png", method_bounds, title)
         write_json(
@@ -524,6 +543,7 @@ def run_experiment(
             },
         )
     print_summary(table, console)
+    print_not_converged(cell_table, console)
     for record in violations.to_dict("records") if len(violations) else []:
         console.print(
             f"[bold red]BOUND VIOLATED: {record['method']} n={record['n']} seed={record['seed']}: "
@@ -546,9 +566,23 @@ def _table_by_n(title: str, frame: pd.DataFrame, sizes: list, cell) -> Table:
     return view
 
 
+def print_not_converged(cells: pd.DataFrame, console: Console) -> None:
+    """One line per SGD cell with networks that did not reach zero training error (left out of the tables)."""
+    if "not_converged" not in cells:
+        return
+    for cell in cells[cells["not_converged"].fillna(0) > 0].to_dict("records"):
+        console.print(
+            f"[yellow]{cell['method']} n={cell['n']} seed={cell['seed']}: {int(cell['not_converged'])} of "
+            f"{int(cell['networks'])} SGD networks did not reach zero training error ({cell['stop_reason']}); "
+            "they are in results.csv with converged = False and left out of the tables and plots[/yellow]"
+        )
+
+
 def print_summary(table: pd.DataFrame, console: Console) -> None:
+    """The interpolators' test error and accuracy per method and n (SGD networks that did not converge left out)."""
+    table = table[table["converged"].astype(bool)]
     if not len(table):
-        console.print("no networks were produced; every cell ran out of budget")
+        console.print("no interpolators were produced; every cell ran out of budget")
         return
     quantiles = error_quantiles(table)
     sizes = sorted(quantiles["n"].unique())

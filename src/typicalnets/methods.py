@@ -24,7 +24,7 @@ from typicalnets.priors import Prior
 from typicalnets.resources import check_device
 from typicalnets.samplers import GuessAndCheck, SampleResult, SequentialMonteCarlo, SGDTrainer, sample, sample_smc
 from typicalnets.samplers.gc import DEFAULT_BATCH
-from typicalnets.samplers.sgd import DEFAULT_LR, DEFAULT_MAX_STEPS
+from typicalnets.samplers.sgd import DEFAULT_MAX_STEPS
 from typicalnets.samplers.smc import DEFAULT_MAX_MOVES
 
 SMC_REPEATS = 2
@@ -49,7 +49,9 @@ class MethodSpec(BaseModel):
     refresh: float = Field(1.0, gt=0, description="SMC: accepted moves per particle per step, in sweeps")
     sgd_init: Literal["prior", "standard"] = Field("prior", description="SGD initialisation")
     sgd_loss: Literal["logistic", "hinge"] = Field("logistic", description="SGD loss")
-    sgd_lr: float = Field(DEFAULT_LR, gt=0, description="SGD learning rate")
+    sgd_lr: float | None = Field(
+        None, gt=0, description="SGD learning rate (None: scaled to the init, samplers.sgd.init_scaled_lr)"
+    )
     sgd_batch_size: int | None = Field(None, ge=1, description="SGD mini-batch size (None: full batch)")
     sgd_max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1, description="SGD step budget per network")
     sgd_epochs: int | None = Field(None, ge=1, description="SGD passes over the data (replaces sgd_max_steps)")
@@ -173,7 +175,8 @@ def run_method(
     settings = {
         "init": spec.sgd_init,
         "loss": spec.sgd_loss,
-        "lr": spec.sgd_lr,
+        "lr": trainer.lr,
+        "lr_scaled_to_init": spec.sgd_lr is None,
         "batch_size": spec.sgd_batch_size,
         "max_steps": spec.sgd_max_steps,
         "epochs": spec.sgd_epochs,
