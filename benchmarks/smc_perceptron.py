@@ -56,9 +56,10 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 summary = json.loads((out / "summary.json").read_text())
                 reached = summary.get("examples_reached")
+                estimate = summary["log_prob_interpolate"]  # null (nan) when no run finished
                 print(
                     f"{teacher_seed:>7} {n:>4} {summary['count']:>7} {seconds:>7.1f} "
-                    f"{summary['log_prob_interpolate']:>9.3f} {expected_log_volume(args.d, n):>8.3f}  "
+                    f"{math.nan if estimate is None else estimate:>9.3f} {expected_log_volume(args.d, n):>8.3f}  "
                     f"{summary['stop_reason']}" + (f" / {reached} examples" if reached is not None else ""),
                     flush=True,
                 )

@@ -83,12 +83,17 @@ def test_smc_agrees_with_guess_and_check(teacher_task):
         SequentialMonteCarlo(arch, Q3, teacher_task.train, particles=400), gen, 400, repeats=4, progress=False
     )
     gc = sample(GuessAndCheck(arch, Q3, teacher_task.train), gen, 400, max_draws=10**8, progress=False)
+    assert_same_posterior(smc, gc, teacher_task.test)
+
+
+def assert_same_posterior(smc, gc, test: Dataset) -> None:
+    """SMC against G&C on one task: ln P(L_S = 0) and the samples' test errors."""
     smc_low, smc_high = smc.log_prob_interpolate_ci
     gc_low, gc_high = gc.log_prob_interpolate_ci
     # Tolerance: the two 95% intervals for ln P(L_S = 0) must overlap.
     assert smc_low <= gc_high and gc_low <= smc_high
-    smc_err = smc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
-    gc_err = gc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
+    smc_err = smc.population.errors(test.x, test.y).numpy()
+    gc_err = gc.population.errors(test.x, test.y).numpy()
     # Tolerance: a two-sample KS test of the test errors must not reject at the 1% level.
     assert ks_2samp(smc_err, gc_err).pvalue > 0.01
 
@@ -228,14 +233,7 @@ def test_smc_agrees_with_guess_and_check_on_continuous_priors(teacher_task, prio
     gen = torch.Generator().manual_seed(5)
     smc = sample_smc(SequentialMonteCarlo(arch, prior, train, particles=300), gen, 600, repeats=4, progress=False)
     gc = sample(GuessAndCheck(arch, prior, train), gen, 600, max_draws=10**8, progress=False)
-    smc_low, smc_high = smc.log_prob_interpolate_ci
-    gc_low, gc_high = gc.log_prob_interpolate_ci
-    # Tolerance: the two 95% intervals for ln P(L_S = 0) must overlap.
-    assert smc_low <= gc_high and gc_low <= smc_high
-    smc_err = smc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
-    gc_err = gc.population.errors(teacher_task.test.x, teacher_task.test.y).numpy()
-    # Tolerance: a two-sample KS test of the test errors must not reject at the 1% level.
-    assert ks_2samp(smc_err, gc_err).pvalue > 0.01
+    assert_same_posterior(smc, gc, teacher_task.test)
 
 
 def test_smc_volume_of_the_linear_perceptron_matches_the_exact_mean():

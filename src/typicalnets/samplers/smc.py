@@ -219,18 +219,11 @@ class SequentialMonteCarlo:
         examples in so far) and no estimate for the whole training set: it reports how many examples
         are in and the estimate of ln P for those."""
         if stop_reason in ("count", "degenerate"):
-            return accepted_result(self, state, count, stop_reason, seconds, history, log_prob_estimate=state.log_prob)
-        return accepted_result(
-            self,
-            state,
-            count,
-            stop_reason,
-            seconds,
-            history,
-            log_prob_estimate=math.nan,
-            examples_reached=state.seen,
-            log_prob_reached=state.log_prob_seen,
-        )
+            how_far = {"log_prob_estimate": state.log_prob}
+        else:
+            how_far = {"log_prob_estimate": math.nan, "examples_reached": state.seen}
+            how_far["log_prob_reached"] = state.log_prob_seen
+        return accepted_result(self, state, count, stop_reason, seconds, history, **how_far)
 
     def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
         """Add the next block of examples (the first step draws the particles), or, where the hard
