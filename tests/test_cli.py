@@ -380,8 +380,10 @@ def test_sample_smc_writes_the_contract(files, tmp_path):
     assert np.load(out / "train_predictions.npy").shape == (30, 6)
     assert np.load(out / "test_predictions.npy").shape == (30, 500)
     diagnostics = pd.read_csv(out / "diagnostics.csv")
-    assert {"seen", "survival", "ess", "unique", "move_acceptance", "moves", "run"} <= set(diagnostics.columns)
-    assert len(diagnostics) == 3 * 6
+    columns = {"seen", "survival", "ess", "unique", "move_acceptance", "moves", "beta", "correlation", "run"}
+    assert columns <= set(diagnostics.columns)
+    # One row per step: a hard step adds an example, a tempered one (beta < inf) does not.
+    assert (diagnostics["beta"] == np.inf).groupby(diagnostics["run"]).sum().tolist() == [6, 6, 6]
     assert len(Population.load(out / "population.pt")) == 30
 
 

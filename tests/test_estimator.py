@@ -43,11 +43,7 @@ EXPECTED_FAILURES = {
         NEEDS_A_HARD_FIT + ("check_estimators_nan_inf",),
         "G&C accepts none of 65,536 draws on the check's random or overlapping examples",
     ),
-    # Tempered SMC does fit check_n_features_in_after_fitting's data.
-    "smc": dict.fromkeys(
-        (name for name in NEEDS_A_HARD_FIT if name != "check_n_features_in_after_fitting"),
-        "all 256 SMC particles die on the check's random or overlapping examples",
-    ),
+    "smc": dict.fromkeys(NEEDS_A_HARD_FIT, "all 256 SMC particles die on the check's random or overlapping examples"),
 }
 # Seeded: with random_state=None each fit draws a fresh seed, and whether SMC interpolates a check's
 # data (a strict expected failure) would then change from run to run.
