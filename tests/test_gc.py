@@ -18,7 +18,7 @@ from typicalnets.engines import base as engine_base
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
-from typicalnets.samplers import GuessAndCheck, sample
+from typicalnets.samplers import GuessAndCheck, iter_samples, sample
 from typicalnets.stats import clopper_pearson
 
 Q3 = QuantizedUniform.evenly_spaced(3)
@@ -250,3 +250,68 @@ def test_a_native_step_with_many_candidates_keeps_a_prefix_of_its_draws(monkeypa
     assert 0 < cut.accepted <= 10 and cut.rechecked <= 10
     prefix = full_state.accepted[: cut.accepted]
     assert all(torch.equal(prefix.params[k], cut_state.accepted.params[k]) for k in prefix.params)
+
+
+def streaming_problem():
+    """An FCN task that G&C accepts often (about 1 in 40 draws), so that a run takes many steps."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(4, 3, generator=gen)
+    return FCN(3, (4,)), Dataset(x, torch.tensor([1, -1, 1, 1], dtype=torch.int8))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_streamed_samples_are_the_in_memory_samples(engine):
+    """iter_samples and a sink hand on exactly the networks, in the same order, that the in-memory run holds for
+    the same seed, at most count of them, and the results agree on everything else."""
+    if engine == "native" and native.load() is None:
+        pytest.skip("no C compiler: the native kernel cannot be built")
+    arch, train = streaming_problem()
+
+    def run():
+        return GuessAndCheck(arch, Q3, train, batch_size=256, engine=engine), torch.Generator().manual_seed(4)
+
+    held = sample(*run(), 300, progress=False)
+    stream = iter_samples(*run(), 300, progress=False)
+    chunks = list(stream)
+    sunk = []
+    sinked = sample(*run(), 300, progress=False, sink=sunk.append)
+    assert held.step_count > 5 and len(chunks) > 5 and held.count == 300 and held.streamed == 0
+    for handed_on, result in ((chunks, stream.result), (sunk, sinked)):
+        assert sum(len(chunk) for chunk in handed_on) == result.count == result.streamed == 300
+        assert len(result.population) == 0
+        joined = Population.concat(handed_on)
+        assert all(torch.equal(joined.params[k], held.population.params[k]) for k in held.population.params)
+        assert (result.draws, result.accepted_total, result.stop_reason) == (
+            held.draws,
+            held.accepted_total,
+            held.stop_reason,
+        )
+        assert result.history == held.history
+        assert result.message().replace(f"{result.seconds:.1f}s", "") == held.message().replace(
+            f"{held.seconds:.1f}s", ""
+        )
+    assert held.accepted_total >= 300
+
+
+def test_a_gc_state_holds_only_its_last_steps_networks():
+    """The state does not grow with the samples: it holds the networks its step accepted, and counts the rest."""
+    arch, train = streaming_problem()
+    gc = GuessAndCheck(arch, Q3, train, batch_size=256, engine="torch")
+    rng, state = torch.Generator().manual_seed(2), gc.init()
+    total = 0
+    for _ in range(30):
+        before = state
+        state, info = gc.step(rng, state)
+        total += info.accepted
+        assert len(state.accepted) == len(gc.new_samples(state)) == info.accepted <= info.draws == 256
+        assert state.accepted_total == total and before.accepted_total == total - info.accepted
+        assert (state.accepted.mistakes(train.x, train.y) == 0).all()
+    assert total > 100
+
+
+def test_a_stream_runs_once():
+    arch, train = streaming_problem()
+    stream = iter_samples(GuessAndCheck(arch, Q3, train), torch.Generator().manual_seed(0), 3, progress=False)
+    assert stream.result is None and sum(len(chunk) for chunk in stream) == 3 and stream.result.count == 3
+    with pytest.raises(TypicalnetsError, match="already run"):
+        list(stream)

@@ -19,14 +19,26 @@ by name; it asks the sampler:
   converged networks);
 - ``finish(state, count, stop_reason, seconds, history)``: the run's ``SampleResult``, which the
   sampler builds (SMC adds its own estimate of ln P(L_S = 0), SGD its per-network flags).
+
+**Streaming.** A run of 500,000 interpolators must not hold them all, nor copy them at every step. A
+``StreamingSampler`` (G&C) has one more method, ``new_samples(state)``: the samples of the step that
+made ``state``; its state holds only those, and counts the rest. The driver hands them on as they
+come, cut so that the run hands on at most ``count``, in draw order, so a step costs the same however
+many samples came before. ``iter_samples`` yields them (a ``SampleStream``); ``sample`` passes them to
+a ``sink`` callback or, without one, collects them and joins them once at the end, into the result's
+``population``. A sampler that holds its samples to the end (SMC's particles, SGD's networks) is
+streamed as one chunk when it finishes. The result of a streamed run counts its samples in
+``streamed`` and holds none, which is what lets a command write any number of them to disk in
+constant memory (``typicalnets sample``: ``cli.SampleFiles``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from rich.progress import (
@@ -68,11 +80,22 @@ class Sampler(Protocol):
     ) -> SampleResult: ...
 
 
+@runtime_checkable
+class StreamingSampler(Sampler, Protocol):
+    """A sampler whose state holds only its last step's samples (and counts all): the driver hands them
+    on as they come. Its ``finish`` builds a result with an empty population; the driver fills in
+    ``streamed`` or, in ``sample`` without a sink, the population."""
+
+    def new_samples(self, state: Any) -> Population: ...
+
+
 @dataclass(frozen=True)
 class SampleResult:
     """What a sampling (or training) run produced and spent.
 
-    ``population`` holds the first ``count`` samples (or all, if the budget ran out first);
+    ``population`` holds the first ``count`` samples (or all, if the budget ran out first), except
+    where they were handed on as they came (``iter_samples``, or ``sample`` with a sink): it is then
+    empty and ``streamed`` counts them;
     ``accepted_total`` counts every accepted draw, including any beyond ``count`` in the last batch,
     so ``acceptance_rate = accepted_total / draws`` uses every evaluated draw. With
     ``draws_per_trial`` = 2 (G&C's mirrored pairs, at most one of which is accepted) the accepting
@@ -97,10 +120,11 @@ class SampleResult:
     draws_per_trial: int = 1  # draws per independent trial (2: mirrored pairs)
     converged: torch.Tensor | None = None  # SGD: (M,) bool, reached zero training error
     steps: torch.Tensor | None = None  # SGD: (M,) long, the updates each network took
+    streamed: int = 0  # samples handed on as they came, which ``population`` does not hold
 
     @property
     def count(self) -> int:
-        return len(self.population)
+        return len(self.population) + self.streamed
 
     @property
     def converged_count(self) -> int:
@@ -175,7 +199,7 @@ class SampleResult:
 def accepted_result(
     sampler: Sampler, state: Any, count: int, stop_reason: str, seconds: float, history: tuple, **fields: Any
 ) -> SampleResult:
-    """The result of a sampler whose samples are ``state.accepted`` (G&C, SMC): the first ``count``
+    """The result of a sampler whose samples are ``state.accepted`` (SMC): the first ``count``
     of them, and every accepted draw counted; ``fields`` adds what that sampler knows besides."""
     return SampleResult(
         sampler=sampler.name,
@@ -199,10 +223,45 @@ def sample(
     time_limit: float | None = None,
     progress: bool = True,
     description: str | None = None,
+    sink: Callable[[Population], None] | None = None,
 ) -> SampleResult:
-    """Run ``sampler`` until it says its run is over (for G&C: it holds ``count`` samples), or
+    """Run ``sampler`` until it says its run is over (for G&C: it has ``count`` samples), or
     ``max_draws`` / ``time_limit`` (s) run out. Samplers of a fixed size (SMC's particles, SGD's
-    networks) are run with ``count`` = that size."""
+    networks) are run with ``count`` = that size.
+
+    ``sink``, if given, receives the samples as they come (see ``iter_samples``) and the result holds
+    none of a streaming sampler's (``streamed`` counts them); without it the result's population holds
+    them all, joined once at the end."""
+    stream = iter_samples(sampler, rng, count, max_draws, time_limit, progress, description)
+    streaming = isinstance(sampler, StreamingSampler)
+    if streaming and sink is None:  # the result will hold them all
+        _check_held(sampler, count, max_draws)
+    chunks = []
+    for chunk in stream:
+        if sink is not None:
+            sink(chunk)
+        elif streaming:
+            chunks.append(chunk)
+    result = stream.result
+    if chunks:
+        result = replace(result, population=Population.concat([result.population, *chunks]), streamed=0)
+    return result
+
+
+def iter_samples(
+    sampler: Sampler,
+    rng: torch.Generator,
+    count: int,
+    max_draws: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+    description: str | None = None,
+) -> SampleStream:
+    """The samples of a run of ``sampler`` (budgets as in ``sample``), as they come: iterating the
+    returned ``SampleStream`` runs the sampler and yields Populations, at most ``count`` networks in
+    all, in draw order; afterwards its ``result`` is the run's ``SampleResult``. A streaming sampler's
+    samples come step by step and are not held by the stream or the result; any other sampler's come
+    as one chunk when it finishes (and its result holds them too)."""
     if count < 1:
         raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one sample")
     if max_draws is not None and max_draws < 1:
@@ -215,37 +274,88 @@ def sample(
             f"max_draws = {max_draws} is less than one trial of {sampler.name} ({unit} draws: a mirrored pair); "
             f"give max_draws >= {unit}, or mirror=False"
         )
-    held = count if max_draws is None else min(count, max_draws)  # held until the end; draws cap how many
-    check_memory(sampler.arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
-    start = time.perf_counter()
-    state = sampler.init(rng)
-    history = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        done, total, note = sampler.progress(state, count)
-        task = bar.add_task(description or sampler.name, total=total, completed=done, note=note)
-        while True:
-            # 1. The sampler says whether its run is over; else the driver checks the budgets.
-            stop_reason = sampler.stopped(state, count) or _budget_spent(
-                state.draws + unit, max_draws, time.perf_counter() - start, time_limit
-            )
-            if stop_reason is not None:
-                break
-            # 2. Step, with the draws the budget leaves.
-            remaining = None if max_draws is None else max_draws - state.draws
-            state, info = sampler.step(rng, state, remaining)
-            history.append(info)
-            # 3. Show how far the run is.
+    if not isinstance(sampler, StreamingSampler):  # it holds its samples until it finishes
+        _check_held(sampler, count, max_draws)
+    return SampleStream(sampler, rng, count, max_draws, time_limit, progress, description)
+
+
+class SampleStream:
+    """One run, as an iterable of its samples (``iter_samples``); ``result`` is its ``SampleResult``
+    once the iteration has ended (None before). A stream runs once."""
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        rng: torch.Generator,
+        count: int,
+        max_draws: int | None,
+        time_limit: float | None,
+        progress: bool,
+        description: str | None,
+    ):
+        self.sampler, self.rng, self.count = sampler, rng, count
+        self.max_draws, self.time_limit = max_draws, time_limit
+        self.progress, self.description = progress, description
+        self.result: SampleResult | None = None
+        self.started = False
+
+    def __iter__(self) -> Iterator[Population]:
+        if self.started:
+            raise TypicalnetsError("this sample stream has already run; call iter_samples again for another run")
+        self.started = True
+        return self._run()
+
+    def _run(self) -> Iterator[Population]:
+        sampler, count, max_draws, time_limit = self.sampler, self.count, self.max_draws, self.time_limit
+        streaming = isinstance(sampler, StreamingSampler)
+        unit = sampler.draws_per_trial
+        start = time.perf_counter()
+        state = sampler.init(self.rng)
+        history, delivered = [], 0
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, disable=not self.progress, transient=True) as bar:
             done, total, note = sampler.progress(state, count)
-            bar.update(task, completed=done, total=total, note=note)
-    # 4. The sampler builds its result.
-    return sampler.finish(state, count, stop_reason, time.perf_counter() - start, tuple(history))
+            task = bar.add_task(self.description or sampler.name, total=total, completed=done, note=note)
+            while True:
+                # 1. The sampler says whether its run is over; else the driver checks the budgets.
+                stop_reason = sampler.stopped(state, count) or _budget_spent(
+                    state.draws + unit, max_draws, time.perf_counter() - start, time_limit
+                )
+                if stop_reason is not None:
+                    break
+                # 2. Step, with the draws the budget leaves.
+                remaining = None if max_draws is None else max_draws - state.draws
+                state, info = sampler.step(self.rng, state, remaining)
+                history.append(info)
+                # 3. Hand on the step's samples (a streaming sampler's), never more than count in all.
+                if streaming:
+                    chunk = sampler.new_samples(state)[: count - delivered]
+                    if len(chunk):
+                        delivered += len(chunk)
+                        yield chunk
+                # 4. Show how far the run is.
+                done, total, note = sampler.progress(state, count)
+                bar.update(task, completed=done, total=total, note=note)
+        # 5. The sampler builds its result; the driver counts what it handed on.
+        result = sampler.finish(state, count, stop_reason, time.perf_counter() - start, tuple(history))
+        if streaming:
+            self.result = replace(result, streamed=delivered)
+        else:
+            self.result = result
+            if len(result.population):
+                yield result.population
+
+
+def _check_held(sampler: Sampler, count: int, max_draws: int | None) -> None:
+    """Refuse a run whose ``count`` samples would not fit in memory (the draws cap how many there can be)."""
+    held = count if max_draws is None else min(count, max_draws)
+    check_memory(sampler.arch.num_params(), held, f"count = {held:,} networks", fix="lower count or the widths")
 
 
 def _budget_spent(
