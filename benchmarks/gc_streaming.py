@@ -1,15 +1,16 @@
 """Guess & Check streaming: throughput and peak memory of ``typicalnets sample`` against the count.
 
-    python benchmarks/gc_streaming.py                        # both cases, 3 interleaved rounds
-    python benchmarks/gc_streaming.py --cases fcn --rounds 1
+    python benchmarks/gc_streaming.py                        # both cases, 3 rounds
+    python benchmarks/gc_streaming.py --cases fcn --rounds 1 --small-runs 1
     python benchmarks/gc_streaming.py --src OTHER/src        # the same commands run with another checkout's code
 
 Each run is one ``typicalnets sample`` command in its own process, with every sampler setting at its default: beyond
 the task (its training and test files, architecture, prior and n) it sets only --count, and a --time-limit as a
-safety budget. The counts of a case take turns within each round, so that the drift of this shared machine's speed
-hits them alike. Reported per run: draws/s and samples/s over the run's own seconds (summary.json's ``seconds``,
-which include writing the files, done while sampling), the command's wall time (Python's start included), its peak
-resident memory (``ru_maxrss`` from ``os.wait4``) and what it wrote.
+safety budget. The counts of a case take turns within each round (the small count --small-runs times, since one
+such run samples for a second or so and catches this shared machine at one moment), so that the drift of its speed
+hits them alike; the table gives medians over the runs. Reported per run: draws/s and samples/s over the run's own
+seconds (summary.json's ``seconds``, which include writing the files, done while sampling), the command's wall time
+(Python's start included), its peak resident memory (``ru_maxrss`` from ``os.wait4``) and what it wrote.
 
 Cases:
 - ``fcn``: the ``sample`` defaults (FCN 4-4-1, weights in {-1, 0, 1}) on a teacher-student task (an FCN 4-2-1
@@ -112,19 +113,16 @@ def report(results: list[dict]) -> None:
             )
     for case in CASES:
         small, large = CASES[case]["counts"]
-        pairs = [
-            (a["draws_per_s"], b["draws_per_s"])
-            for a, b in zip(
-                [r for r in results if r["case"] == case and r["count"] == small],
-                [r for r in results if r["case"] == case and r["count"] == large],
-            )
-        ]
-        if pairs:
-            ratios = [b / a for a, b in pairs]
-            median = statistics.median(b for _, b in pairs) / statistics.median(a for a, _ in pairs)
+        speeds = {
+            count: [r["draws_per_s"] for r in results if r["case"] == case and r["count"] == count]
+            for count in (small, large)
+        }
+        if speeds[small] and speeds[large]:
+            ratio = statistics.median(speeds[large]) / statistics.median(speeds[small])
             print(
-                f"{case}: draws/s at {large:,} / at {small:,} = {median:.2f} (medians; per round "
-                f"{min(ratios):.2f}-{max(ratios):.2f})"
+                f"{case}: draws/s at {large:,} / at {small:,} = {ratio:.2f} (medians; the large count's runs range "
+                f"{min(speeds[large]) / statistics.median(speeds[small]):.2f}-"
+                f"{max(speeds[large]) / statistics.median(speeds[small]):.2f} of the small count's median)"
             )
 
 
@@ -132,6 +130,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small-runs", type=int, default=3, help="runs of the small count per round")
     parser.add_argument("--src", type=Path, default=SOURCE, help="the typicalnets source folder the commands run")
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -142,8 +141,9 @@ def cli() -> None:
         tasks = {case: write_task(case, root) for case in cases}
         for round_number in range(args.rounds):
             for case in cases:
-                for count in CASES[case]["counts"]:
-                    out = root / f"{case}-{count}-{round_number}"
+                small, large = CASES[case]["counts"]
+                for count in [small] * args.small_runs + [large]:
+                    out = root / f"{case}-{count}"
                     result = run(args.src, case, count, tasks[case], out)
                     results.append(result)
                     print(json.dumps({"round": round_number, **result}), flush=True)

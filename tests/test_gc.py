@@ -315,3 +315,42 @@ def test_a_stream_runs_once():
     assert stream.result is None and sum(len(chunk) for chunk in stream) == 3 and stream.result.count == 3
     with pytest.raises(TypicalnetsError, match="already run"):
         list(stream)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    count=st.integers(1, 80),
+    batch=st.integers(16, 300),
+    max_draws=st.one_of(st.none(), st.integers(2, 3000)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_stream_hands_on_the_first_count_networks_under_any_budget(count, batch, max_draws, seed):
+    arch, train = streaming_problem()
+
+    def run():
+        return GuessAndCheck(arch, Q3, train, batch_size=batch, engine="torch"), torch.Generator().manual_seed(seed)
+
+    held = sample(*run(), count, max_draws=max_draws, progress=False)
+    stream = iter_samples(*run(), count, max_draws=max_draws, progress=False)
+    chunks = list(stream)
+    assert all(len(chunk) for chunk in chunks) and stream.result.count == min(count, held.accepted_total)
+    joined = Population.concat([stream.result.population, *chunks])
+    assert all(torch.equal(joined.params[k], held.population.params[k]) for k in held.population.params)
+    assert (stream.result.draws, stream.result.stop_reason) == (held.draws, held.stop_reason)
+
+
+def test_the_in_memory_run_copies_each_network_once(monkeypatch):
+    """Without a sink the driver joins the steps' networks once, at the end: no copying that grows with the count."""
+    arch, train = streaming_problem()
+    copied, concat = [], Population.concat
+
+    def counting_concat(parts):
+        joined = concat(parts)
+        copied.append(len(joined))
+        return joined
+
+    monkeypatch.setattr(Population, "concat", staticmethod(counting_concat))
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=128, engine="torch"), torch.Generator(), 400, progress=False
+    )
+    assert result.count == 400 and result.step_count > 10 and copied == [400]

@@ -7,8 +7,9 @@ before their first step (G&C, SMC) take ``init(rng=None)`` too, as BlackJAX's ``
 rng_key=None)`` does. Every State has ``draws`` (prior draws spent, which the draw budget counts).
 
 One driver, ``sample``, runs any sampler until the sampler says its run is over or a draw or time
-budget runs out, with one progress bar. It reads no state field but ``draws`` and knows no sampler
-by name; it asks the sampler:
+budget runs out, with one progress bar (its loop is ``SampleStream``'s, which ``iter_samples``
+also hands out, to iterate over the samples as they come). It reads no state field but ``draws``
+and knows no sampler by name; it asks the sampler:
 
 - ``draws_per_trial``: draws of one independent trial (G&C's mirrored pairs are 2): draw budgets
   are spent in whole trials, never past ``max_draws``;
@@ -37,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -229,10 +230,10 @@ def sample(
     ``max_draws`` / ``time_limit`` (s) run out. Samplers of a fixed size (SMC's particles, SGD's
     networks) are run with ``count`` = that size.
 
-    ``sink``, if given, receives the samples as they come (see ``iter_samples``) and the result holds
+    ``sink``, if given, receives the samples as they come (see ``SampleStream``) and the result holds
     none of a streaming sampler's (``streamed`` counts them); without it the result's population holds
     them all, joined once at the end."""
-    stream = iter_samples(sampler, rng, count, max_draws, time_limit, progress, description)
+    stream = SampleStream(sampler, rng, count, max_draws, time_limit, progress, description)
     streaming = isinstance(sampler, StreamingSampler)
     if streaming and sink is None:  # the result will hold them all
         _check_held(sampler, count, max_draws)
@@ -248,60 +249,45 @@ def sample(
     return result
 
 
-def iter_samples(
-    sampler: Sampler,
-    rng: torch.Generator,
-    count: int,
-    max_draws: int | None = None,
-    time_limit: float | None = None,
-    progress: bool = True,
-    description: str | None = None,
-) -> SampleStream:
-    """The samples of a run of ``sampler`` (budgets as in ``sample``), as they come: iterating the
-    returned ``SampleStream`` runs the sampler and yields Populations, at most ``count`` networks in
-    all, in draw order; afterwards its ``result`` is the run's ``SampleResult``. A streaming sampler's
-    samples come step by step and are not held by the stream or the result; any other sampler's come
-    as one chunk when it finishes (and its result holds them too)."""
-    if count < 1:
-        raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one sample")
-    if max_draws is not None and max_draws < 1:
-        raise TypicalnetsError(f"max draws must be >= 1, got {max_draws}; give a positive budget or none")
-    if time_limit is not None and not time_limit > 0:
-        raise TypicalnetsError(f"time limit must be > 0 seconds, got {time_limit}; give a positive budget or none")
-    unit = sampler.draws_per_trial
-    if max_draws is not None and max_draws < unit:
-        raise TypicalnetsError(
-            f"max_draws = {max_draws} is less than one trial of {sampler.name} ({unit} draws: a mirrored pair); "
-            f"give max_draws >= {unit}, or mirror=False"
-        )
-    if not isinstance(sampler, StreamingSampler):  # it holds its samples until it finishes
-        _check_held(sampler, count, max_draws)
-    return SampleStream(sampler, rng, count, max_draws, time_limit, progress, description)
-
-
+@dataclass
 class SampleStream:
-    """One run, as an iterable of its samples (``iter_samples``); ``result`` is its ``SampleResult``
-    once the iteration has ended (None before). A stream runs once."""
+    """The samples of one run of ``sampler`` (budgets as in ``sample``), as they come: iterating the
+    stream runs the sampler and yields Populations, at most ``count`` networks in all, in draw order;
+    afterwards ``result`` is the run's ``SampleResult`` (None before). A streaming sampler's samples
+    come step by step and are held neither by the stream nor by the result; any other sampler's come
+    as one chunk when it finishes (and its result holds them too). A stream runs once. Bad budgets
+    are refused when it is made, before any work."""
 
-    def __init__(
-        self,
-        sampler: Sampler,
-        rng: torch.Generator,
-        count: int,
-        max_draws: int | None,
-        time_limit: float | None,
-        progress: bool,
-        description: str | None,
-    ):
-        self.sampler, self.rng, self.count = sampler, rng, count
-        self.max_draws, self.time_limit = max_draws, time_limit
-        self.progress, self.description = progress, description
-        self.result: SampleResult | None = None
-        self.started = False
+    sampler: Sampler
+    rng: torch.Generator
+    count: int
+    max_draws: int | None = None
+    time_limit: float | None = None
+    progress: bool = True
+    description: str | None = None
+    result: SampleResult | None = field(default=None, init=False)
+    started: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        count, max_draws, time_limit = self.count, self.max_draws, self.time_limit
+        if count < 1:
+            raise TypicalnetsError(f"count must be >= 1, got {count}; ask for at least one sample")
+        if max_draws is not None and max_draws < 1:
+            raise TypicalnetsError(f"max draws must be >= 1, got {max_draws}; give a positive budget or none")
+        if time_limit is not None and not time_limit > 0:
+            raise TypicalnetsError(f"time limit must be > 0 seconds, got {time_limit}; give a positive budget or none")
+        unit = self.sampler.draws_per_trial
+        if max_draws is not None and max_draws < unit:
+            raise TypicalnetsError(
+                f"max_draws = {max_draws} is less than one trial of {self.sampler.name} ({unit} draws: a mirrored "
+                f"pair); give max_draws >= {unit}, or mirror=False"
+            )
+        if not isinstance(self.sampler, StreamingSampler):  # it holds its samples until it finishes
+            _check_held(self.sampler, count, max_draws)
 
     def __iter__(self) -> Iterator[Population]:
         if self.started:
-            raise TypicalnetsError("this sample stream has already run; call iter_samples again for another run")
+            raise TypicalnetsError("this sample stream has already run; make a new one for another run")
         self.started = True
         return self._run()
 
@@ -350,6 +336,9 @@ class SampleStream:
             self.result = result
             if len(result.population):
                 yield result.population
+
+
+iter_samples = SampleStream  # the streaming driver's name: ``for chunk in iter_samples(sampler, rng, count): ...``
 
 
 def _check_held(sampler: Sampler, count: int, max_draws: int | None) -> None:
