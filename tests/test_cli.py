@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,14 +12,17 @@ import pytest
 import torch
 import typer
 
-from typicalnets import native
+from typicalnets import native, store
 from typicalnets.cli import SampleOptions, app, main
 from typicalnets.data import Dataset
 from typicalnets.experiments import RunConfig
-from typicalnets.methods import MethodSpec
+from typicalnets.methods import MethodSpec, run_method
 from typicalnets.nets import FCN, Population
+from typicalnets.nets import population as population_module
 from typicalnets.priors import QuantizedUniform
 from typicalnets.teachers import make_task, narrow_teacher
+
+Q3 = QuantizedUniform.evenly_spaced(3)
 
 
 @pytest.fixture(scope="module")
@@ -474,3 +478,38 @@ def test_run_with_an_explicit_teacher(tmp_path):
         == 2
     )
     assert not (tmp_path / "refused").exists()
+
+
+def test_sample_streamed_over_several_shards_equals_the_in_memory_output(files, tmp_path, monkeypatch):
+    """A count spanning two prediction blocks and many shards: the files hold exactly what the in-memory run of the
+    same seed gives (the networks in order, their predictions and errors), written as they came."""
+    monkeypatch.setattr(population_module, "SHARD_BYTES", 100 * 4 * FCN(4, (8,)).num_params())  # 100 per shard
+    out, count = tmp_path / "many", 1500
+    args = ["sample", "--train", files / "train.npz", "--test", files / "test.npz", "--widths", "8", "--n", 3]
+    assert run_cli(*args, "--count", count, "--seed", 2, "--out", out, "--no-progress") == 0
+    train = Dataset.load_npz(files / "train.npz").head(3)
+    test = Dataset.load_npz(files / "test.npz")
+    held = run_method(MethodSpec(), FCN(4, (8,)), Q3, train, torch.Generator().manual_seed(2), count).population
+    assert len(held) == count
+    shards = sorted(path.name for path in out.glob("population-*.pt"))
+    assert len(shards) == 15 and not (out / "population.pt").exists()
+    saved = Population.load(out)
+    assert all(torch.equal(saved.params[k], held.params[k]) for k in held.params)
+    assert (np.load(out / "train_predictions.npy") == held.predict(train.x).numpy()).all()
+    assert (np.load(out / "test_predictions.npy") == held.predict(test.x).numpy()).all()
+    table = pd.read_csv(out / "networks.csv")
+    assert (table["network"] == np.arange(count)).all() and (table["train_error"] == 0).all()
+    np.testing.assert_array_equal(table["test_error"], held.errors(test.x, test.y).numpy())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["count"] == count and summary["test_error_mean"] == float(table["test_error"].mean())
+    marker = json.loads((out / ".typicalnets-output.json").read_text())
+    assert set(shards) | {"population-shards.json", "networks.csv"} <= set(marker["files"])
+
+
+def test_sample_refuses_a_count_the_disk_cannot_hold(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: SimpleNamespace(free=10**6))  # 1 MB free
+    args = ["sample", "--train", files / "train.npz", "--count", 100_000, "--out", tmp_path / "out", "--no-progress"]
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --count = 100,000 networks") and "on disk" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -18,7 +18,7 @@ from typicalnets.engines import base as engine_base
 from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import CNN, FCN, Population
 from typicalnets.priors import Gaussian, QuantizedUniform, Uniform
-from typicalnets.samplers import GuessAndCheck, sample
+from typicalnets.samplers import GuessAndCheck, iter_samples, sample
 from typicalnets.stats import clopper_pearson
 
 Q3 = QuantizedUniform.evenly_spaced(3)
@@ -250,3 +250,107 @@ def test_a_native_step_with_many_candidates_keeps_a_prefix_of_its_draws(monkeypa
     assert 0 < cut.accepted <= 10 and cut.rechecked <= 10
     prefix = full_state.accepted[: cut.accepted]
     assert all(torch.equal(prefix.params[k], cut_state.accepted.params[k]) for k in prefix.params)
+
+
+def streaming_problem():
+    """An FCN task that G&C accepts often (about 1 in 40 draws), so that a run takes many steps."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(4, 3, generator=gen)
+    return FCN(3, (4,)), Dataset(x, torch.tensor([1, -1, 1, 1], dtype=torch.int8))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_streamed_samples_are_the_in_memory_samples(engine):
+    """iter_samples and a sink hand on exactly the networks, in the same order, that the in-memory run holds for
+    the same seed, at most count of them, and the results agree on everything else."""
+    if engine == "native" and native.load() is None:
+        pytest.skip("no C compiler: the native kernel cannot be built")
+    arch, train = streaming_problem()
+
+    def run():
+        return GuessAndCheck(arch, Q3, train, batch_size=256, engine=engine), torch.Generator().manual_seed(4)
+
+    held = sample(*run(), 300, progress=False)
+    stream = iter_samples(*run(), 300, progress=False)
+    chunks = list(stream)
+    sunk = []
+    sinked = sample(*run(), 300, progress=False, sink=sunk.append)
+    assert held.step_count > 5 and len(chunks) > 5 and held.count == 300 and held.streamed == 0
+    for handed_on, result in ((chunks, stream.result), (sunk, sinked)):
+        assert sum(len(chunk) for chunk in handed_on) == result.count == result.streamed == 300
+        assert len(result.population) == 0
+        joined = Population.concat(handed_on)
+        assert all(torch.equal(joined.params[k], held.population.params[k]) for k in held.population.params)
+        assert (result.draws, result.accepted_total, result.stop_reason) == (
+            held.draws,
+            held.accepted_total,
+            held.stop_reason,
+        )
+        assert result.history == held.history
+        assert result.message().replace(f"{result.seconds:.1f}s", "") == held.message().replace(
+            f"{held.seconds:.1f}s", ""
+        )
+    assert held.accepted_total >= 300
+
+
+def test_a_gc_state_holds_only_its_last_steps_networks():
+    """The state does not grow with the samples: it holds the networks its step accepted, and counts the rest."""
+    arch, train = streaming_problem()
+    gc = GuessAndCheck(arch, Q3, train, batch_size=256, engine="torch")
+    rng, state = torch.Generator().manual_seed(2), gc.init()
+    total = 0
+    for _ in range(30):
+        before = state
+        state, info = gc.step(rng, state)
+        total += info.accepted
+        assert len(state.accepted) == len(gc.new_samples(state)) == info.accepted <= info.draws == 256
+        assert state.accepted_total == total and before.accepted_total == total - info.accepted
+        assert (state.accepted.mistakes(train.x, train.y) == 0).all()
+    assert total > 100
+
+
+def test_a_stream_runs_once():
+    arch, train = streaming_problem()
+    stream = iter_samples(GuessAndCheck(arch, Q3, train), torch.Generator().manual_seed(0), 3, progress=False)
+    assert stream.result is None and sum(len(chunk) for chunk in stream) == 3 and stream.result.count == 3
+    with pytest.raises(TypicalnetsError, match="already run"):
+        list(stream)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    count=st.integers(1, 80),
+    batch=st.integers(16, 300),
+    max_draws=st.one_of(st.none(), st.integers(2, 3000)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_stream_hands_on_the_first_count_networks_under_any_budget(count, batch, max_draws, seed):
+    arch, train = streaming_problem()
+
+    def run():
+        return GuessAndCheck(arch, Q3, train, batch_size=batch, engine="torch"), torch.Generator().manual_seed(seed)
+
+    held = sample(*run(), count, max_draws=max_draws, progress=False)
+    stream = iter_samples(*run(), count, max_draws=max_draws, progress=False)
+    chunks = list(stream)
+    assert all(len(chunk) for chunk in chunks) and stream.result.count == min(count, held.accepted_total)
+    joined = Population.concat([stream.result.population, *chunks])
+    assert all(torch.equal(joined.params[k], held.population.params[k]) for k in held.population.params)
+    assert (stream.result.draws, stream.result.stop_reason) == (held.draws, held.stop_reason)
+
+
+def test_the_in_memory_run_copies_each_network_once(monkeypatch):
+    """Without a sink the driver joins the steps' networks once, at the end: no copying that grows with the count."""
+    arch, train = streaming_problem()
+    copied, concat = [], Population.concat
+
+    def counting_concat(parts):
+        joined = concat(parts)
+        copied.append(len(joined))
+        return joined
+
+    monkeypatch.setattr(Population, "concat", staticmethod(counting_concat))
+    result = sample(
+        GuessAndCheck(arch, Q3, train, batch_size=128, engine="torch"), torch.Generator(), 400, progress=False
+    )
+    assert result.count == 400 and result.step_count > 10 and copied == [400]

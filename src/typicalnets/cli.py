@@ -39,9 +39,10 @@ from typicalnets.errors import TypicalnetsError, build_model
 from typicalnets.experiments import RunConfig, experiment_inputs, load_teacher, run_experiment
 from typicalnets.methods import MethodResult, MethodSpec, run_method
 from typicalnets.nets import ARCH_NAMES, DEFAULT_WIDTH_FACTOR, Architecture, Population, build_arch
+from typicalnets.nets.population import DEFAULT_CHUNK, Blocks, PopulationWriter
 from typicalnets.priors import Prior, parse_prior
-from typicalnets.resources import check_device, check_seed
-from typicalnets.store import check_output_dir, staged_output, write_json
+from typicalnets.resources import check_device, check_memory, check_seed
+from typicalnets.store import NpyRows, check_free_space, check_output_dir, staged_output, write_json
 from typicalnets.theory import CTildeBound, bound_report, c_tilde_for, plot_epsilon_vs_n
 
 app = typer.Typer(
@@ -290,13 +291,16 @@ def sample_command(options: SampleOptions) -> None:
     """Sample typical interpolators (or train SGD networks) on your data.
 
     Writes summary.json, networks.csv, train_predictions.npy and test_predictions.npy (int8, K x n,
-    +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt.
+    +1/-1, and 0 only where f = 0 exactly, which counts as a mistake) and population.pt (beyond 64 MiB of
+    parameters: shards population-00000.pt, ... listed in population-shards.json), all as the networks come.
     """
     inputs = _sample_inputs(options)
     # staged_output creates the staging folder now: an unwritable --out fails here, before sampling.
     with staged_output(options.out, options.overwrite, options.input_files) as staging:
-        ran = _sample(options, inputs)
-        _write_sample(staging, ran, _sample_summary(options, inputs, ran), inputs.train, inputs.test)
+        _check_output_size(options, inputs)
+        with SampleFiles(staging, inputs.network, inputs.prior, inputs.train, inputs.test) as files:
+            ran = _sample(options, inputs, files.add)
+            _write_sample(files, ran, _sample_summary(options, inputs, ran))
     console.print(ran.message(), soft_wrap=True)
     console.print(f"results in {options.out}")
 
@@ -349,15 +353,20 @@ def _sample_network(options: SampleOptions, input_shape: tuple[int, ...]) -> Arc
     )
 
 
-def _sample(options: SampleOptions, inputs: SampleInputs) -> MethodResult:
-    """The networks, sampled (or trained) from --seed under the --count, --max-draws and --time-limit budgets."""
+def _sample(
+    options: SampleOptions, inputs: SampleInputs, sink: Callable[[Population], None] | None = None
+) -> MethodResult:
+    """The networks, sampled (or trained) from --seed under the --count, --max-draws and --time-limit budgets.
+    G&C hands its networks to ``sink`` as it finds them (``run_method``), and its result holds none."""
     rng = torch.Generator(device=inputs.spec.device).manual_seed(options.seed)
     budgets = (options.count, options.max_draws, options.time_limit)
-    return run_method(inputs.spec, inputs.network, inputs.prior, inputs.train, rng, *budgets, options.progress)
+    return run_method(
+        inputs.spec, inputs.network, inputs.prior, inputs.train, rng, *budgets, options.progress, sink=sink
+    )
 
 
 def _sample_summary(options: SampleOptions, inputs: SampleInputs, ran: MethodResult) -> dict[str, Any]:
-    """summary.json's fields (``_write_sample`` adds the mean test error)."""
+    """summary.json's fields (``SampleFiles.finish`` adds the mean test error)."""
     return {
         "sampler": options.sampler,
         **ran.summary,
@@ -370,27 +379,128 @@ def _sample_summary(options: SampleOptions, inputs: SampleInputs, ran: MethodRes
     }
 
 
-def _write_sample(
-    staging: Path, ran: MethodResult, summary: dict[str, Any], train: Dataset, test: Dataset | None
-) -> None:
-    """The files of ``typicalnets sample`` (the README's contract) for the networks ``ran`` produced."""
-    population = ran.population.to("cpu")
-    table = pd.DataFrame(
-        {"network": np.arange(len(population)), "train_error": population.errors(train.x, train.y).numpy()}
-    )
-    if ran.sampler == "sgd":
-        table["converged"] = ran.converged
-        table["steps"] = ran.steps
-    np.save(staging / "train_predictions.npy", population.predict(train.x).numpy())
-    if test is not None:
-        table["test_error"] = population.errors(test.x, test.y).numpy()
-        np.save(staging / "test_predictions.npy", population.predict(test.x).numpy())
-        summary["test_error_mean"] = float(table["test_error"].mean()) if len(table) else None
-    table.to_csv(staging / "networks.csv", index=False)
+# About the most bytes a networks.csv row takes (its index, errors and SGD's flags).
+CSV_ROW_BYTES = 64
+
+
+def _check_output_size(options: SampleOptions, inputs: SampleInputs) -> None:
+    """Refuse, before sampling, a network too large for any run, then a --count whose files the disk under --out
+    cannot hold (they are never all held in memory, so the disk is what bounds them)."""
+    check_memory(inputs.network.num_params(), 1, "a network", fix="use smaller widths")
+    held = options.count if options.max_draws is None else min(options.count, options.max_draws)
+    n_test = inputs.test.n if inputs.test else 0
+    per_network = 4 * inputs.network.num_params() + inputs.train.n + n_test + CSV_ROW_BYTES
+    what = f"count = {held:,} networks of {inputs.network.num_params():,} parameters each"
+    check_free_space(options.out, held * per_network, what, "lower count or the widths, or choose another --out")
+
+
+def _write_sample(files: SampleFiles, ran: MethodResult, summary: dict[str, Any]) -> None:
+    """The networks ``ran`` holds (SMC's, SGD's with their flags; G&C's came to ``files.add`` as they were found)
+    and SMC's diagnostics, then the summary: the contract files are complete."""
+    columns = {"converged": ran.converged, "steps": ran.steps} if ran.sampler == "sgd" else {}
+    files.add(ran.population, **columns)
     if ran.sampler == "smc":
-        pd.DataFrame(list(ran.diagnostics)).to_csv(staging / "diagnostics.csv", index=False)
-    population.save(staging / "population.pt")
-    write_json(staging / "summary.json", summary)
+        pd.DataFrame(list(ran.diagnostics)).to_csv(files.staging / "diagnostics.csv", index=False)
+    files.finish(summary)
+
+
+# Activations (floats) of one prediction block's forward at most: with its copies, well under 1 GB.
+PREDICTION_ACTIVATIONS = 1 << 24
+
+
+@dataclass(frozen=True)
+class _Networks:
+    """Networks and their values besides the errors (SGD: converged, steps), sliced together."""
+
+    population: Population
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.population)
+
+    def __getitem__(self, part: slice) -> _Networks:
+        return _Networks(self.population[part], {name: values[part] for name, values in self.columns.items()})
+
+
+class SampleFiles:
+    """The files of ``typicalnets sample`` (the README's contract), written as the networks come, so that a run of
+    any count holds one block of them: ``add`` networks in order, as often as they come, then ``finish``. Use it
+    as a context manager, which closes the files also when the run fails (the staging folder is then deleted).
+
+    The networks are handled in blocks of ``block`` networks, counted from the first network (``Blocks``), so the
+    files do not depend on how the networks arrived and equal what one call with all of them writes (predictions
+    are computed per block, like ``Population.predict``'s chunks). A block's predictions are appended to
+    train_predictions.npy and test_predictions.npy (``store.NpyRows``), its rows, with the errors counted from
+    those predictions, to networks.csv, and its networks to a ``PopulationWriter``: population.pt, or beyond one
+    shard (``SHARD_BYTES``) shards and their index. Besides one block and one shard, it keeps each network's test
+    error (8 bytes; 4 MB for 500,000 networks), whose mean summary.json gives as pandas computes it."""
+
+    def __init__(
+        self,
+        staging: Path,
+        arch: Architecture,
+        prior: Prior,
+        train: Dataset,
+        test: Dataset | None,
+        shard_size: int | None = None,
+    ):
+        self.staging, self.arch, self.prior = staging, arch, prior
+        self.data = {"train": train} | ({"test": test} if test is not None else {})
+        activations = max(data.n for data in self.data.values()) * arch.widest_activation()
+        self.block = max(1, min(DEFAULT_CHUNK, PREDICTION_ACTIVATIONS // activations))
+        self.pending = Blocks()
+        self.networks = PopulationWriter(staging, arch, prior, shard_size)
+        self.predictions = {
+            name: NpyRows(staging / f"{name}_predictions.npy", data.n) for name, data in self.data.items()
+        }
+        self.table = (staging / "networks.csv").open("w", newline="")  # as pandas opens a path: no translation
+        self.rows = 0
+        self.test_errors: list[np.ndarray] = []
+
+    def __enter__(self) -> SampleFiles:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.table.close()
+        for rows in self.predictions.values():
+            rows.close()
+
+    def add(self, population: Population, **columns: np.ndarray) -> None:
+        """Networks that follow those added before; ``columns``: a value per network for networks.csv."""
+        self.pending.add(_Networks(population.to("cpu"), columns))
+        while len(self.pending) >= self.block:
+            self._write(self.pending.take(self.block))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the last block, the population and ``summary`` (with the mean test error) as summary.json."""
+        if len(self.pending) or not self.rows:  # no networks at all: the files still have their headers
+            self._write(self.pending.take(self.block))
+        self.networks.close()
+        if "test" in self.data:
+            summary["test_error_mean"] = (
+                float(pd.Series(np.concatenate(self.test_errors)).mean()) if self.rows else None
+            )
+        write_json(self.staging / "summary.json", summary)
+
+    def _write(self, parts: list[_Networks]) -> None:
+        population = (
+            Population.concat([part.population for part in parts]) if parts else Population.empty(self.arch, self.prior)
+        )
+        table = pd.DataFrame({"network": np.arange(self.rows, self.rows + len(population))})
+        mistakes = {}
+        for name, data in self.data.items():
+            predictions = population.predict(data.x, chunk_size=self.block)
+            mistakes[name] = (predictions != data.y.to(torch.int8)).sum(dim=1)
+            self.predictions[name].add(predictions.numpy())
+        table["train_error"] = (mistakes["train"].double() / self.data["train"].n).numpy()
+        for name in parts[0].columns if parts else ():
+            table[name] = np.concatenate([part.columns[name] for part in parts])
+        if "test" in mistakes:
+            table["test_error"] = (mistakes["test"].double() / self.data["test"].n).numpy()
+            self.test_errors.append(table["test_error"].to_numpy())
+        table.to_csv(self.table, index=False, header=self.rows == 0)
+        self.networks.add(population)
+        self.rows += len(population)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ ln P(L_S = 0)) of max(``SMC_MIN_PARTICLES``, ceil(count / repeats)) particles, s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,14 +103,16 @@ def run_method(
     time_limit: float | None = None,
     progress: bool = False,
     description: str | None = None,
+    sink: Callable[[Population], None] | None = None,
 ) -> MethodResult:
     """Sample (G&C, SMC) or train (SGD) ``count`` networks on ``train`` under the budgets (SGD: the
-    time limit and its step budget; it draws only its starting networks)."""
+    time limit and its step budget; it draws only its starting networks). ``sink``: G&C hands it
+    each step's networks as they come, and its result then holds none (SMC and SGD return theirs)."""
     if spec.sampler == "gc":
         gc = GuessAndCheck(
             arch, prior, train, spec.batch_size, spec.device, spec.engine, spec.loss_bin, mirror=spec.mirror
         )
-        result = sample(gc, rng, count, max_draws, time_limit, progress, description)
+        result = sample(gc, rng, count, max_draws, time_limit, progress, description, sink)
         low, high = result.acceptance_ci
         summary = {
             "engine": gc.engine,

@@ -21,6 +21,9 @@ The rules, in the order a command meets them:
    and ``OutputConflict`` says so in one line. SIGINT and SIGTERM are held back during the swap.
 4. **Failure or interruption** (any exception, KeyboardInterrupt and SIGTERM included): the staging
    directory is deleted and the target is left as it was.
+
+Outputs too large to hold are written into the staging directory piece by piece: ``NpyRows`` appends
+rows to a .npy file, and ``check_free_space`` refuses, before any work, an output the disk cannot hold.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from typicalnets.errors import TypicalnetsError
+from typicalnets.resources import GIB
 
 MARKER = ".typicalnets-output.json"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
@@ -313,3 +319,45 @@ def _json_safe(value: Any) -> Any:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+class NpyRows:
+    """A .npy file of a (rows, width) array written a block of rows at a time (``add``, then ``close``), never
+    held whole. The header is written first for 0 rows and rewritten at ``close`` with the final count in place:
+    numpy's header leaves room for the first dimension to grow (``GROWTH_AXIS_MAX_DIGITS``), so its length does
+    not change and the file is byte for byte what ``np.save`` writes for the whole array."""
+
+    def __init__(self, path: Path, width: int, dtype: np.dtype | type = np.int8):
+        self.width, self.dtype, self.rows = width, np.dtype(dtype), 0
+        self.handle = open(path, "wb")
+        self._write_header()
+
+    def add(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != (self.width,) or rows.dtype != self.dtype:
+            raise TypicalnetsError(
+                f"rows of shape {rows.shape[1:]} and dtype {rows.dtype} do not fit a .npy of width {self.width} and "
+                f"dtype {self.dtype}; add rows of that width and dtype"
+            )
+        self.handle.write(np.ascontiguousarray(rows).tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        self.handle.seek(0)
+        self._write_header()
+        self.handle.close()
+
+    def _write_header(self) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.handle, {**header, "shape": (self.rows, self.width)})
+
+
+def check_free_space(out: Path, need: int, what: str, fix: str) -> None:
+    """Refuse, before any work, an output of about ``need`` bytes that the file system of ``out`` has no room for."""
+    folder = next(place for place in (Path(out), *Path(out).parents) if place.is_dir())
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise TypicalnetsError(
+            f"{what} need about {need / GIB:.1f} GiB on disk, but {folder} has {free / GIB:.1f} GiB free; {fix}"
+        )

@@ -1,11 +1,20 @@
-"""Populations: M networks of one architecture held as stacked tensors (leading dimension M)."""
+"""Populations: M networks of one architecture held as stacked tensors (leading dimension M).
+
+A population is saved as one torch file (``Population.save``). Networks that arrive one batch at a
+time, more than fit in memory, are saved by a ``PopulationWriter``: as that one file
+(``population.pt``) while they fit in one shard, else as shards ``population-00000.pt``, ... (each a
+saved population) listed in ``population-shards.json``. ``Population.load`` reads a file or such a
+folder whole; ``Population.iter_shards`` reads a folder one shard at a time.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +28,11 @@ FORMAT = "typicalnets.population"
 FORMAT_VERSION = 1
 # Networks and examples per forward chunk: at most ~1M (network, example) pairs live at once.
 DEFAULT_CHUNK = 1024
+SINGLE_FILE = "population.pt"  # what a PopulationWriter writes while its networks fit in one shard
+SHARD_INDEX = "population-shards.json"
+SHARD_FORMAT = "typicalnets.population-shards"
+# Parameter bytes per shard at most: a writer holds one shard (64 MiB), a reader of shards one at a time.
+SHARD_BYTES = 1 << 26
 
 
 def split_flat(arch: Architecture, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -173,9 +187,13 @@ class Population:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Population:
+        """The population saved at ``path``: a file of ``save``, or a folder of a ``PopulationWriter`` (such as
+        the output of ``typicalnets sample``), whose shards are joined (``iter_shards`` reads them one by one)."""
         from typicalnets.nets import arch_from_dict
 
         path = Path(path)
+        if path.is_dir():
+            return Population.concat(list(cls.iter_shards(path, device)))
         if not path.is_file():
             raise TypicalnetsError(f"population file {path} does not exist; give the path of a saved population")
         try:
@@ -194,5 +212,127 @@ class Population:
                 "`typicalnets sample`"
             ) from None
 
+    @classmethod
+    def iter_shards(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Iterator[Population]:
+        """The networks saved at ``path`` one shard at a time, in order: a folder's ``population.pt`` or the shards
+        its ``population-shards.json`` lists (each checked against the index), or a population file."""
+        path = Path(path)
+        if not path.is_dir() or (path / SINGLE_FILE).is_file():
+            yield cls.load(path / SINGLE_FILE if path.is_dir() else path, device)
+            return
+        index = _read_index(path)
+        for entry in index["shards"]:
+            shard = cls.load(path / entry["file"], device)
+            header = shard.header()
+            if (len(shard), header["arch"], header["prior"]) != (entry["size"], index["arch"], index["prior"]):
+                raise TypicalnetsError(
+                    f"shard {entry['file']} in {path} holds {len(shard)} {shard.arch.describe()} networks, not the "
+                    f"{entry['size']} networks {SHARD_INDEX} lists; re-create the folder with `typicalnets sample`"
+                )
+            yield shard
+
     def __repr__(self) -> str:
         return f"Population({self.arch.describe()}, prior={self.prior.spec()}, size={len(self)})"
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    """A folder's shard index, checked to list shards as a PopulationWriter writes them."""
+    path = folder / SHARD_INDEX
+    if not path.is_file():
+        raise TypicalnetsError(
+            f"folder {folder} holds neither {SINGLE_FILE} nor {SHARD_INDEX}; give a folder that `typicalnets sample` "
+            "wrote, or a population file"
+        )
+    try:
+        index = json.loads(path.read_text())
+        if index.get("format") != SHARD_FORMAT:
+            raise ValueError("wrong format tag")
+        for entry in index["shards"]:
+            if Path(entry["file"]).name != entry["file"] or not isinstance(entry["size"], int):
+                raise ValueError("a shard outside the folder, or without a size")
+        return index
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TypicalnetsError(
+            f"{path} is not a readable shard index ({type(exc).__name__}); re-create the folder with "
+            "`typicalnets sample`"
+        ) from None
+
+
+def networks_per_shard(arch: Architecture, bytes_per_value: int = 4) -> int:
+    """Networks of ``arch`` in one shard: SHARD_BYTES of parameters, and at least one network."""
+    return max(1, SHARD_BYTES // (arch.num_params() * bytes_per_value))
+
+
+class Blocks:
+    """Parts that arrive one by one (populations, or anything with ``len`` and slices), taken off the front in
+    blocks of a given number of networks. ``take`` returns a block's parts as views, so each network is copied
+    once, where its block is joined, however the parts were cut."""
+
+    def __init__(self) -> None:
+        self.parts: deque = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, part: Any) -> None:
+        if len(part):
+            self.parts.append(part)
+            self.size += len(part)
+
+    def take(self, size: int) -> list:
+        """The parts of the next ``size`` networks (fewer if fewer are held), in order."""
+        block, wanted = [], min(size, self.size)
+        self.size -= wanted
+        while wanted:
+            part = self.parts.popleft()
+            if len(part) > wanted:
+                self.parts.appendleft(part[wanted:])
+                part = part[:wanted]
+            block.append(part)
+            wanted -= len(part)
+        return block
+
+
+class PopulationWriter:
+    """Saves networks of ``arch`` into ``folder`` as they come (``add``, then ``close``), holding at most one shard
+    of ``shard_size`` networks (by default ``networks_per_shard``): all of them as ``population.pt`` if they fit in
+    one shard (exactly what ``Population.save`` writes), else as shards ``population-00000.pt``, ... of
+    ``shard_size`` networks each (the last one shorter), in order, listed with their sizes in
+    ``population-shards.json``."""
+
+    def __init__(self, folder: Path, arch: Architecture, prior: Prior, shard_size: int | None = None):
+        self.folder, self.arch, self.prior = Path(folder), arch, prior
+        self.shard_size = shard_size or networks_per_shard(arch)
+        self.pending = Blocks()
+        self.shards: list[dict[str, Any]] = []
+        self.header: dict[str, Any] = {}  # the first shard's, which the index repeats
+
+    def add(self, population: Population) -> None:
+        self.pending.add(population.to("cpu"))
+        while len(self.pending) > self.shard_size:  # more than one shard: the networks go to shard files
+            self._save_shard()
+
+    def close(self) -> None:
+        """Save what is held: ``population.pt`` if no shard was needed, else the last shard and the index."""
+        if not self.shards:
+            parts = self.pending.take(len(self.pending))
+            whole = Population.concat(parts) if parts else Population.empty(self.arch, self.prior)
+            whole.save(self.folder / SINGLE_FILE)
+            return
+        if len(self.pending):
+            self._save_shard()
+        index = {
+            **self.header,
+            "format": SHARD_FORMAT,
+            "size": sum(entry["size"] for entry in self.shards),
+            "shards": self.shards,
+        }
+        (self.folder / SHARD_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    def _save_shard(self) -> None:
+        shard = Population.concat(self.pending.take(self.shard_size))
+        name = f"population-{len(self.shards):05d}.pt"
+        shard.save(self.folder / name)
+        self.header = self.header or shard.header()
+        self.shards.append({"file": name, "size": len(shard)})

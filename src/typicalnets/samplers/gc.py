@@ -28,6 +28,11 @@ accepted networks remain i.i.d. from the posterior at about half the cost per dr
 pairs are Binomial(pairs, 2 P(L_S = 0)), which ``SampleResult.acceptance_ci`` uses.
 
 The published accept rule can add a bin on the normalized cross-entropy (``loss_bin``).
+
+G&C streams (``samplers.base.StreamingSampler``): its state holds only the networks its last step
+accepted and counts the rest, and the driver hands each step's on as they come (to ``iter_samples``'s
+caller, to ``sample``'s sink, or into the result's population, joined once at the end). So a step
+costs the same whether 10 or 500,000 networks came before it, and a run holds one step's networks.
 """
 
 from __future__ import annotations
@@ -45,15 +50,16 @@ from typicalnets.errors import TypicalnetsError
 from typicalnets.nets import Architecture, Population
 from typicalnets.priors import Prior
 from typicalnets.resources import check_device, check_memory
-from typicalnets.samplers.base import SampleResult, accepted_result
+from typicalnets.samplers.base import SampleResult
 
 DEFAULT_BATCH = 16_384
 
 
 class GCState(NamedTuple):
-    accepted: Population  # accepted networks so far, in draw order
+    accepted: Population  # the networks the last step accepted, in draw order (the driver took earlier ones)
     draws: int  # networks drawn from the prior so far
     batch: int | None = None  # draws of the next step (None: the sampler's batch size)
+    accepted_total: int = 0  # networks accepted so far, by every step
 
 
 class GCInfo(NamedTuple):
@@ -119,17 +125,33 @@ class GuessAndCheck:
         return GCState(Population.empty(self.arch, self.prior, device=self.x.device), 0)
 
     def stopped(self, state: GCState, count: int) -> str | None:
-        return "count" if len(state.accepted) >= count else None  # else G&C runs until a budget stops it
+        return "count" if state.accepted_total >= count else None  # else G&C runs until a budget stops it
 
     def progress(self, state: GCState, count: int) -> tuple[int, int, str]:
         """(samples, count, draws): what the driver's progress bar shows."""
-        return min(len(state.accepted), count), count, f"{state.draws:,} draws"
+        return min(state.accepted_total, count), count, f"{state.draws:,} draws"
+
+    def new_samples(self, state: GCState) -> Population:
+        """The networks the step that made ``state`` accepted, which the driver hands on."""
+        return state.accepted
 
     def finish(
         self, state: GCState, count: int, stop_reason: str, seconds: float, history: tuple[GCInfo, ...]
     ) -> SampleResult:
-        # ln P(L_S = 0) is ln of the acceptance rate (SampleResult.log_prob_interpolate).
-        return accepted_result(self, state, count, stop_reason, seconds, history)
+        """The run's result without its samples, which the driver handed on; ``accepted_total`` counts every
+        accepted draw, also those beyond ``count`` in the last step. ln P(L_S = 0) is ln of the acceptance rate
+        (``SampleResult.log_prob_interpolate``)."""
+        return SampleResult(
+            sampler=self.name,
+            population=Population.empty(self.arch, self.prior, device=self.x.device),
+            requested=count,
+            accepted_total=state.accepted_total,
+            draws=state.draws,
+            seconds=seconds,
+            stop_reason=stop_reason,
+            history=history,
+            draws_per_trial=self.draws_per_trial,
+        )
 
     def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
         unit = self.draws_per_trial
@@ -143,9 +165,9 @@ class GuessAndCheck:
         if self.loss_bin is not None and len(found):
             loss = normalized_cross_entropy(found, self.x, self.y)
             found = found[(loss >= self.loss_bin[0]) & (loss < self.loss_bin[1])]
-        # 5. Keep the interpolators, in draw order.
-        accepted = Population.concat([state.accepted, found])
+        # 5. The new state holds this step's interpolators, in draw order, for the driver to hand on, and counts
+        #    them: nothing of earlier steps is kept or copied, so a step's cost does not grow with the samples.
         info = GCInfo(result.draws, len(found), result.evaluated, result.rechecked)
         # 6. The engine sizes the next batch (the kernel engines grow theirs while nothing is accepted).
         next_batch = self.engine_impl.next_batch(size, info.accepted, info.network_examples)
-        return GCState(accepted, state.draws + result.draws, next_batch), info
+        return GCState(found, state.draws + result.draws, next_batch, state.accepted_total + len(found)), info
