@@ -259,7 +259,8 @@ class SequentialMonteCarlo:
             picked = torch.randint(len(survivors), (self.particles,), generator=rng, device=rng.device)
             pick = survivors[picked.to(flat.device)]
         else:
-            pick = torch.multinomial(weights.cpu(), self.particles, replacement=True, generator=rng).to(flat.device)
+            pick = torch.multinomial(weights.to(rng.device), self.particles, replacement=True, generator=rng)
+            pick = pick.to(flat.device)
         flat, mistakes = flat[pick], mistakes[pick]
         if cache is not None:
             cache = cache.take(pick)
