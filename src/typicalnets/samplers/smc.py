@@ -77,7 +77,7 @@ DEFAULT_DECORRELATION = 0.5  # moves go on until the mixing statistic's correlat
 # A block still tempered at this beta (a mistake then weighs e^-30 ~ 1e-13) is made hard at once: the
 # particles that classify it survive, and if none does the run is degenerate, so every block ends.
 BETA_HARD = 30.0
-MISTAKE_CHUNK = 256  # particles per float64 forward when counting mistakes
+MISTAKE_CHUNK = 256  # particles per float64 forward (mistakes, the mixing statistic)
 PROBE_EXAMPLES = 8  # inputs the mixing statistic evaluates each particle on
 CLOUD_RIDGE = 0.1  # the fitted Gaussian's isotropic part, as a fraction of the particles' mean variance
 
@@ -279,26 +279,27 @@ class SequentialMonteCarlo:
         log_prob_seen = log_prob if beta == 0.0 else state.log_prob_seen
         return SMCState(flat, seen, log_prob, draws, accepted, False, coordinates, cache, beta, log_prob_seen), info
 
+    def _scaled_outputs(self, flat: torch.Tensor, x: torch.Tensor):
+        """Each particle's float64 outputs f and scales on ``x``, as (f, scale) per chunk of particles."""
+        for begin in range(0, len(flat), MISTAKE_CHUNK):
+            params = {k: v.double() for k, v in self._population(flat[begin : begin + MISTAKE_CHUNK]).params.items()}
+            yield forward_with_scale(self.arch, params, x)
+
     def _mistakes(self, flat: torch.Tensor, start: int, stop: int, cache: FCNCache | None = None) -> torch.Tensor:
         """Each particle's mistakes on examples start..stop-1 (float64 with the tie rule: y f <= TIE x
         scale is a mistake, as in ``certified_interpolates``)."""
         if cache is not None:
             return cache.mistakes(self.y, start, stop)
-        counts = []
-        for begin in range(0, len(flat), MISTAKE_CHUNK):
-            params = {k: v.double() for k, v in self._population(flat[begin : begin + MISTAKE_CHUNK]).params.items()}
-            f, scale = forward_with_scale(self.arch, params, self.x64[start:stop])
-            counts.append((self.y[start:stop].double() * f <= TIE * scale).sum(dim=1))
-        return torch.cat(counts)
+        y = self.y[start:stop].double()
+        return torch.cat(
+            [(y * f <= TIE * scale).sum(dim=1) for f, scale in self._scaled_outputs(flat, self.x64[start:stop])]
+        )
 
     def _statistic(self, flat: torch.Tensor) -> torch.Tensor:
         """Each particle's mean normalized output f / scale (in [-1, 1]) over the probe inputs, (N, 1)."""
-        values = []
-        for begin in range(0, len(flat), MISTAKE_CHUNK):
-            params = {k: v.double() for k, v in self._population(flat[begin : begin + MISTAKE_CHUNK]).params.items()}
-            f, scale = forward_with_scale(self.arch, params, self.probe)
-            values.append((f / scale.clamp_min(torch.finfo(torch.float64).tiny)).mean(dim=1, keepdim=True))
-        return torch.cat(values)
+        tiny = torch.finfo(torch.float64).tiny
+        chunks = self._scaled_outputs(flat, self.probe)
+        return torch.cat([(f / scale.clamp_min(tiny)).mean(dim=1, keepdim=True) for f, scale in chunks])
 
     def _rejuvenate(
         self,
