@@ -90,26 +90,79 @@ def forward_with_scale(
     where it measured 10% faster on an H200 (``benchmarks/gc_throughput.py --ablations``);
     ``grouped`` overrides.
     """
-    grouped = x.device.type == "cpu" if grouped is None else grouped
     count, n = next(iter(params.values())).shape[0], x.shape[0]
-    h = x.to(next(iter(params.values())).dtype)  # shared by every network until the first layer
-    if h.ndim == 3:  # 1-D convs run as 2-D convs of height 1
-        h = h.unsqueeze(2)
-    for index, layer in enumerate(arch.layer_plan()):
-        if isinstance(layer, Product):
+    h = plan_input(x, next(iter(params.values())).dtype)
+    return run_layers(arch, params, h, 0, None, count, n, grouped)
+
+
+def plan_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The inputs as the first layer takes them, shared by every network (1-D convs run as 2-D
+    convs of height 1)."""
+    h = x.to(dtype)
+    return h.unsqueeze(2) if h.ndim == 3 else h
+
+
+def run_layers(
+    arch: Architecture,
+    params: dict[str, torch.Tensor],
+    h: torch.Tensor,
+    start: int,
+    stop: int | None,
+    count: int,
+    n: int,
+    grouped: bool | None = None,
+):
+    """Layers ``start``..``stop - 1`` of the plan on ``h``, the input of layer ``start`` (from
+    ``plan_input`` when start = 0, else per network as the layer before left it): the input of
+    layer ``stop``, or (f, scale) once the head is reached (``stop`` None: run to the head)."""
+    grouped = h.device.type == "cpu" if grouped is None else grouped
+    plan = arch.layer_plan()
+    for index in range(start, len(plan) if stop is None else stop):
+        layer = plan[index]
+        if isinstance(layer, Product):  # beta_i = prod_l w_l,i, then f = sum_i beta_i x_i
             beta = params[layer.weights[0]]
             for name in layer.weights[1:]:
                 beta = beta * params[name]
             return beta @ h.T, beta.abs() @ h.abs().T
-        if isinstance(layer, Conv):
-            h = _conv(layer, params, h, count, n, index == 0, grouped)
-            continue
-        if h.ndim == 4:  # after a conv: channel-major features per (network, example)
-            h = h.reshape(count, n, -1)
         if isinstance(layer, Head):
-            return _head(h, params[layer.weight], params[layer.bias] if layer.bias else None)
-        h = _dense(layer, params, h, count, index == 0)
-    raise ValueError(f"the layer plan of {arch.describe()} does not end in a head")
+            return _head(features(h, count, n), params[layer.weight], params[layer.bias] if layer.bias else None)
+        z = pre_activation(layer, params, h, count, n, index == 0, grouped)
+        h = post_activation(layer, params, z, count, n)
+    return h
+
+
+def features(h: torch.Tensor, count: int, n: int) -> torch.Tensor:
+    """A dense layer's input (A, n, k): conv maps (A * n, c, H, W) flattened channel-major."""
+    return h.reshape(count, n, -1) if h.ndim == 4 else h
+
+
+def pre_activation(layer: Conv | Dense, params, h: torch.Tensor, count: int, n: int, shared: bool, grouped: bool):
+    """A hidden layer's pre-activations, linear in its (weight, bias) jointly: (A, n, k) for a dense
+    layer, (A, c_out, n, H, W) for a conv; ``shared``: ``h`` is one input for every network."""
+    if isinstance(layer, Conv):
+        return _conv_pre(layer, params, h, count, n, shared, grouped)
+    h = features(h, count, n)
+    w = params[layer.weight]
+    if shared:  # one GEMM for the whole population: (n, d) @ (d, A * k)
+        z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
+        return z + params[layer.bias].unsqueeze(1) if layer.bias else z
+    if layer.bias:
+        return torch.baddbmm(params[layer.bias].unsqueeze(1), h, w.transpose(1, 2))
+    return torch.bmm(h, w.transpose(1, 2))
+
+
+def post_activation(layer: Conv | Dense, params, z: torch.Tensor, count: int, n: int) -> torch.Tensor:
+    """Activation, then (convs) max-pool, then the per-unit or per-channel scale: the next layer's input."""
+    h = ACTIVATIONS[layer.activation](z)
+    if isinstance(layer, Dense):
+        return h * params[layer.scale].unsqueeze(1) if layer.scale else h
+    c_out, height, width = z.shape[1], z.shape[3], z.shape[4]
+    h = h.transpose(1, 2).reshape(count * n, c_out, height, width)
+    if layer.pool != (1, 1):
+        h = _max_pool(h, layer.pool)
+    if layer.scale:
+        h = h * params[layer.scale].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
+    return h
 
 
 def certified_interpolates(
@@ -149,21 +202,6 @@ def _head(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tuple[tor
     return f, scale
 
 
-def _dense(layer: Dense, params, h, count: int, shared: bool):
-    """A hidden dense layer on h (n, d) shared by all networks, or (A, n, d) per network."""
-    w = params[layer.weight]
-    if shared:  # one GEMM for the whole population: (n, d) @ (d, A * k)
-        z = (h @ w.reshape(-1, w.shape[-1]).T).view(h.shape[0], count, -1).transpose(0, 1)
-        if layer.bias:
-            z = z + params[layer.bias].unsqueeze(1)
-    elif layer.bias:
-        z = torch.baddbmm(params[layer.bias].unsqueeze(1), h, w.transpose(1, 2))
-    else:
-        z = torch.bmm(h, w.transpose(1, 2))
-    h = ACTIVATIONS[layer.activation](z)
-    return h * params[layer.scale].unsqueeze(1) if layer.scale else h
-
-
 def _max_pool(h: torch.Tensor, pools: tuple[int, int]) -> torch.Tensor:
     """Max-pool with kernel = stride (floor) as elementwise maxima of strided views: the same values
     as F.max_pool2d, which measured several times slower on the CPU for many small maps."""
@@ -187,8 +225,9 @@ def _im2col(h: torch.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) 
     return windows.permute(0, 1, 4, 5, 2, 3).reshape(rows, channels * kernel[0] * kernel[1], out_h * out_w)
 
 
-def _conv(layer: Conv, params, h, count: int, n: int, shared: bool, grouped: bool):
-    """A conv layer on h (n, c, H, W) shared by all networks, or (A * n, c, H, W) per network."""
+def _conv_pre(layer: Conv, params, h, count: int, n: int, shared: bool, grouped: bool) -> torch.Tensor:
+    """A conv layer's pre-activations (A, c_out, n, H, W) on h (n, c, H, W) shared by all networks,
+    or (A * n, c, H, W) per network."""
     w = params[layer.weight]
     c_out = w.shape[1]
     height = (h.shape[2] - layer.kernel[0]) // layer.stride[0] + 1
@@ -210,12 +249,5 @@ def _conv(layer: Conv, params, h, count: int, n: int, shared: bool, grouped: boo
         taps = patches.shape[1]
         cols = patches.view(count, n, taps, -1).transpose(1, 2).reshape(count, taps, -1)
         z = torch.bmm(w_flat, cols)
-    z = z.view(count, c_out, n, -1)
-    if layer.bias:
-        z = z + params[layer.bias].view(count, c_out, 1, 1)
-    h = ACTIVATIONS[layer.activation](z).transpose(1, 2).reshape(count * n, c_out, height, width)
-    if layer.pool != (1, 1):
-        h = _max_pool(h, layer.pool)
-    if layer.scale:
-        h = h * params[layer.scale].repeat_interleave(n, 0).view(count * n, c_out, 1, 1)
-    return h
+    z = z.view(count, c_out, n, height, width)
+    return z + params[layer.bias].view(count, c_out, 1, 1, 1) if layer.bias else z

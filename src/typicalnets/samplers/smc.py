@@ -29,12 +29,15 @@ The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t co
      particles keep their activations cached (``FCNCache``) on hard blocks and, on the CPU, move in
      the native kernel: one parameter at a time to a uniformly chosen other level (a symmetric
      proposal, so the acceptance ratio is again the indicator), in rounds of 1/8 sweep;
-   - Gaussian priors: elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010), alternating
-     the prior's ellipses with ellipses fitted to the particle cloud (``_cloud_slices``: each half
-     of the particles moves with a Gaussian fitted to the other half, which keeps every move exact),
-     which follow a narrow, elongated version space where the prior's ellipses shrink to tiny steps;
-   - uniform priors U[-a, a]: the same in z-space, theta = a (2 Phi(z) - 1) with z ~ N(0, I),
-     which maps the standard normal prior exactly onto the uniform one.
+   - Gaussian and uniform priors: slice moves of one group of parameters at a time (a hidden
+     layer's weight and bias, a scale, the head, a diagonal factor; ``slice_moves``), alternating
+     ellipses fitted to the particle cloud (each half of the particles moves along ellipses fitted
+     to the other half, which keeps every move exact) with the prior's own: elliptical slice
+     sampling, for uniform priors in z-space (theta = a (2 Phi(z) - 1), z ~ N(0, I)). The layers
+     below the group are computed once per move; under a Gaussian prior a hidden layer's
+     pre-activations are linear in its weights, so their images are too and a shrink costs only
+     the layers above, and a head's or a factor's feasible arc is found exactly. The particles are
+     float64, and so are the samples these priors return.
 
 A run stopped by a budget returns what it has: no samples (its particles classify only the
 examples in so far), how many examples are in, and the estimate of ln P for those.
@@ -65,6 +68,7 @@ from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.resources import check_device, check_memory
 from typicalnets.samplers.base import SampleResult, accepted_result, sample
+from typicalnets.samplers.slice_moves import CloudGaussian, Target, group_move, move_groups, to_weights
 from typicalnets.stats import mean_t_interval
 
 DEFAULT_PARTICLES = 1000
@@ -79,7 +83,6 @@ DEFAULT_DECORRELATION = 0.5  # moves go on until the mixing statistic's correlat
 BETA_HARD = 30.0
 MISTAKE_CHUNK = 256  # particles per float64 forward (mistakes, the mixing statistic)
 PROBE_EXAMPLES = 8  # inputs the mixing statistic evaluates each particle on
-CLOUD_RIDGE = 0.1  # the fitted Gaussian's isotropic part, as a fraction of the particles' mean variance
 
 
 class SMCState(NamedTuple):
@@ -88,7 +91,7 @@ class SMCState(NamedTuple):
     place, then resamples into a fresh copy that the moves update. So an old state may be stepped
     again, with the same result for the same ``rng``."""
 
-    flat: torch.Tensor | None  # (N, P) particle parameters (z-space for uniform priors), None before the first step
+    flat: torch.Tensor | None  # (N, P) particle parameters (float64 for continuous priors), None before the first step
     seen: int  # training examples incorporated so far
     log_prob: float  # running estimate of ln P(L_S = 0) over the seen examples
     draws: int  # network evaluations (on all seen examples) spent so far
@@ -176,18 +179,23 @@ class SequentialMonteCarlo:
         # The mixing statistic looks at functions, not weights (a rescaled network computes the same
         # signs): each particle's mean normalized output f / scale on the last examples of the order.
         self.probe = self.x64[-PROBE_EXAMPLES:]
+        self.groups = move_groups(arch)
 
-    # -- parameters: one flat (N, P) tensor, in z-space for uniform priors -------------------------
+    # -- parameters: one flat (N, P) tensor -----------------------------------------------------------
     def _draw(self, rng: torch.Generator, count: int) -> torch.Tensor:
+        # Continuous priors' particles are float64, so the slice moves decide on exactly what they
+        # store; a uniform prior's are z ~ N(0, I) (slice_moves.to_weights).
+        if isinstance(self.prior, QuantizedUniform):
+            return self.prior.sample((count, self.n_params), rng, device=self.x.device)
         if isinstance(self.prior, Uniform):
-            return torch.randn(count, self.n_params, generator=rng, device=rng.device).to(self.x.device)
-        return self.prior.sample((count, self.n_params), rng, device=self.x.device)
+            return torch.randn(count, self.n_params, generator=rng, device=rng.device, dtype=torch.float64).to(
+                self.x.device
+            )
+        return self.prior.sample((count, self.n_params), rng, dtype=torch.float64, device=self.x.device)
 
     def _population(self, flat: torch.Tensor) -> Population:
-        theta = flat
-        if isinstance(self.prior, Uniform):
-            theta = self.prior.a * torch.erf(flat / math.sqrt(2.0))  # a (2 Phi(z) - 1)
-        return Population(self.arch, self.prior, split_flat(self.arch, theta))
+        weights = flat if isinstance(self.prior, QuantizedUniform) else to_weights(self.prior, flat)
+        return Population(self.arch, self.prior, split_flat(self.arch, weights))
 
     def _satisfies(self, flat: torch.Tensor, seen: int) -> torch.Tensor:
         """Does each particle classify examples 0..seen-1 correctly? (certified, f = 0 a mistake)."""
@@ -272,8 +280,10 @@ class SequentialMonteCarlo:
         seen, beta = (target, 0.0) if math.isinf(beta) else (state.seen, beta)
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
-        if done and cache is not None and not bool(certified_interpolates(accepted, self.x, self.y).all()):
-            raise RuntimeError("SMC's cached activations drifted from the parameters; please report this")
+        # Cached activations (quantized FCNs) and slice moves (continuous priors) decide in float64 by
+        # the certificate's tie rule; the certificate itself has the last word on every final particle.
+        if done and not bool(certified_interpolates(accepted, self.x, self.y).all()):
+            raise RuntimeError("SMC's float64 decisions disagree with the certificate; please report this")
         reached = math.inf if beta == 0.0 else beta
         info = SMCInfo(seen, survival, ess, _unique(flat), acceptance, moves, reached, correlation)
         log_prob_seen = log_prob if beta == 0.0 else state.log_prob_seen
@@ -363,13 +373,10 @@ class SequentialMonteCarlo:
                 flat, mistakes, moved, cost = self._coordinate_move(rng, flat, mistakes, constraint, coordinates)
                 refreshed += moved * coordinates
                 coordinates = _adapt(coordinates, float(moved.mean()), self.n_params)
-            else:  # an elliptical slice move refreshes every coordinate
-                # Moves alternate between ellipses fitted to the particle cloud and the prior's own.
-                if moves % 2 == 0:
-                    flat, mistakes, moved, cost = self._cloud_slices(rng, flat, mistakes, constraint)
-                else:
-                    flat, mistakes, moved, cost = self._elliptical_slice(rng, flat, mistakes, constraint)
-                refreshed += moved * self.n_params
+            else:  # slice moves, one group of parameters at a time, alternating fitted and prior curves
+                flat, mistakes, moved, cost = self._slice_sweep(rng, flat, mistakes, constraint, moves % 2 == 0)
+                refreshed += moved
+                moved = moved / self.n_params
             total += float(moved.mean())
             moves += 1
             evaluations += cost
@@ -377,6 +384,27 @@ class SequentialMonteCarlo:
         if cache is not None and not cached:  # moved without the cache: recompute its rows
             cache.extend(self.arch, flat, self.x64, 0, target)
         return flat, (total / moves if moves else 0.0), moves, evaluations, coordinates, correlation
+
+    def _slice_sweep(
+        self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint, fitted: bool
+    ):
+        """One slice move of every group (``slice_moves``), each particle's curve fitted to the other
+        half of the particles (``fitted``) or the prior's own. Fitting to the other half keeps each
+        half's kernel independent of its own positions, so it leaves the target invariant exactly (a
+        fit to all particles measurably biased a uniform posterior). Returns the particles, block
+        mistakes, re-drawn parameters per particle and the evaluations spent."""
+        target = Target(self.x64[: constraint.target], self.y[: constraint.target], constraint.seen, constraint.beta)
+        refreshed, cost = torch.zeros(len(flat), device=flat.device), 0
+        halves = torch.randperm(len(flat), generator=rng, device=rng.device).to(flat.device).chunk(2)
+        for group in self.groups:
+            for moving, other in ((halves[0], halves[1]), (halves[1], halves[0])):
+                columns = group.columns.to(flat.device)
+                cloud = CloudGaussian.fit(flat[other][:, columns]) if fitted and len(other) > 1 else None
+                step = group_move(rng, self.arch, self.prior, flat[moving], mistakes[moving], target, group, cloud)
+                flat[moving], mistakes[moving] = step[0], step[1]
+                refreshed[moving] += step[2] * len(group.columns)
+                cost += step[3]
+        return flat, mistakes, refreshed, cost
 
     def _coordinate_move(
         self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint, coordinates: int
@@ -394,159 +422,6 @@ class SequentialMonteCarlo:
             ok &= log_u < -constraint.beta * (proposed - mistakes).double()
         keep = ok.unsqueeze(1)
         return torch.where(keep, proposal, flat), torch.where(ok, proposed, mistakes), ok.float(), count
-
-    def _cloud_slices(self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint):
-        """Elliptical slices fitted to the cloud, in two halves: each half moves with a Gaussian fitted
-        to the other, so that no particle's move depends on its own position and each half's kernel
-        leaves the target invariant exactly (a kernel fitted to all particles would not)."""
-        halves = torch.randperm(len(flat), generator=rng, device=rng.device).to(flat.device).chunk(2)
-        flat, mistakes, moved, cost = flat.clone(), mistakes.clone(), torch.zeros(len(flat), device=flat.device), 0
-        for moving, fitted in ((halves[0], halves[1]), (halves[1], halves[0])):
-            cloud = CloudGaussian.fit(flat[fitted])
-            step = self._elliptical_slice(rng, flat[moving], mistakes[moving], constraint, cloud)
-            flat[moving], mistakes[moving], moved[moving] = step[0], step[1], step[2]
-            cost += step[3]
-        return flat, mistakes, moved, cost
-
-    def _elliptical_slice(
-        self,
-        rng: torch.Generator,
-        flat: torch.Tensor,
-        mistakes: torch.Tensor,
-        constraint: Constraint,
-        cloud: CloudGaussian | None = None,
-        max_shrinks: int = 100,
-    ):
-        """One elliptical slice sampling update per particle (z-space for uniform priors), with the
-        constraint's likelihood 1{earlier examples correct} exp(-beta x block mistakes).
-
-        The Gaussian prior is N(0, sigma^2 I) for Gaussian priors and N(0, I) in z-space. With a
-        ``cloud`` N(mu, Sigma) fitted to the particles, the target is written as N(mu, Sigma) times
-        the likelihood x prior / N(mu, Sigma), and the ellipse is centred at mu with its auxiliary
-        draw from N(0, Sigma) (the generalized elliptical slice sampling of Nishihara, Murray &
-        Adams, JMLR 2014): in a narrow, elongated version space the ellipses then follow its shape,
-        where the prior's ellipses shrink to tiny steps. A particle whose bracket has not closed after
-        ``max_shrinks`` shrinks keeps its state (angles then are within 2 pi 2^-100 of 0, i.e. the
-        current point, in exact arithmetic).
-        """
-        scale = self.prior.sigma if isinstance(self.prior, Gaussian) else 1.0
-        if cloud is None:
-            center, nu = 0.0, scale * torch.randn(flat.shape, generator=rng, device=rng.device).to(flat.device)
-        else:
-            center, nu = cloud.mean.to(flat.dtype), cloud.sample(rng, len(flat)).to(flat.dtype)
-
-        offset = flat - center
-        # ln(prior / N(mu, Sigma)) at mu + offset cos t + nu sin t is a quadratic form in (cos t, sin t),
-        # so its six coefficients per particle make each shrink O(1) in the parameters.
-        forms = _EllipseForms.of(cloud, center, offset, nu, scale) if cloud is not None else None
-
-        def log_likelihood(rows: torch.Tensor, block_mistakes: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
-            """ln of the likelihood the slice is taken on, up to a constant (the hard part aside), at
-            angle ``a`` of the ellipses ``rows`` (None: their current points)."""
-            value = torch.zeros(len(rows), dtype=torch.float64, device=flat.device)
-            if not constraint.hard:
-                value = value - constraint.beta * block_mistakes.double()
-            if forms is not None:
-                value = value + forms.at(rows, a)
-            return value
-
-        sliced = cloud is not None or not constraint.hard  # else the slice is the constraint set itself
-        if sliced:
-            log_u = torch.rand(len(flat), generator=rng, device=rng.device, dtype=torch.float64).log().to(flat.device)
-            level = log_u + log_likelihood(torch.arange(len(flat), device=flat.device), mistakes, None)
-        angle = 2 * math.pi * torch.rand(len(flat), generator=rng, device=rng.device).to(flat.device)
-        low, high = angle - 2 * math.pi, angle.clone()
-        current, mistakes = flat.clone(), mistakes.clone()
-        pending = torch.ones(len(flat), dtype=torch.bool, device=flat.device)
-        evaluations = 0
-        for _ in range(max_shrinks):
-            rows = torch.nonzero(pending).flatten()
-            if rows.numel() == 0:
-                break
-            a = angle[rows].unsqueeze(1)
-            proposal = offset[rows] * torch.cos(a) + nu[rows] * torch.sin(a) + center
-            ok, proposed = constraint.evaluate(proposal)
-            if sliced:
-                ok &= log_likelihood(rows, proposed, angle[rows]) > level[rows]
-            evaluations += rows.numel()
-            current[rows[ok]] = proposal[ok]
-            mistakes[rows[ok]] = proposed[ok]
-            pending[rows[ok]] = False
-            shrink = rows[~ok]
-            negative = angle[shrink] < 0
-            low[shrink] = torch.where(negative, angle[shrink], low[shrink])
-            high[shrink] = torch.where(negative, high[shrink], angle[shrink])
-            angle[shrink] = low[shrink] + (high[shrink] - low[shrink]) * torch.rand(
-                shrink.numel(), generator=rng, device=rng.device
-            ).to(flat.device)
-        moved = (~pending).float()
-        return current, mistakes, moved, evaluations
-
-
-class _EllipseForms(NamedTuple):
-    """ln prior(theta) - ln N(theta; mu, Sigma) + const along theta(t) = center + offset cos t + nu sin t,
-    as coefficients per particle: Sigma-quadratic terms (oo, on, nn) and prior ones (cc, co, cn, oo,
-    on, nn) of |theta(t)|^2 / (2 scale^2)."""
-
-    quadratic: torch.Tensor  # (N, 3): d^T Sigma^-1 d / 2 for d = offset cos t + nu sin t, in cos^2, cos sin, sin^2
-    squared: torch.Tensor  # (N, 6): |theta(t)|^2 / (2 scale^2) in 1, cos, sin, cos^2, cos sin, sin^2
-
-    @classmethod
-    def of(cls, cloud: CloudGaussian, center, offset, nu, scale: float) -> _EllipseForms:
-        offset, nu = offset.double(), nu.double()
-        center = torch.as_tensor(center, dtype=torch.float64, device=offset.device).expand_as(offset)
-        off_off, off_nu, nu_nu = cloud.bilinear(offset, offset), cloud.bilinear(offset, nu), cloud.bilinear(nu, nu)
-        quadratic = torch.stack([off_off, 2 * off_nu, nu_nu], 1) / 2
-        dots = [(center * center), 2 * center * offset, 2 * center * nu, offset * offset, 2 * offset * nu, nu * nu]
-        squared = torch.stack([d.sum(1) for d in dots], 1) / (2 * scale**2)
-        return cls(quadratic, squared)
-
-    def at(self, rows: torch.Tensor, angle: torch.Tensor | None) -> torch.Tensor:
-        """The value at ``angle`` (None: t = 0, the current points) of the ellipses ``rows``."""
-        if angle is None:
-            angle = torch.zeros(len(rows), dtype=torch.float64, device=self.quadratic.device)
-        c, s = torch.cos(angle).double(), torch.sin(angle).double()
-        terms = torch.stack([c * c, c * s, s * s], 1)
-        quadratic = (self.quadratic[rows] * terms).sum(1)
-        squared = self.squared[rows] * torch.cat([torch.ones_like(c)[:, None], c[:, None], s[:, None], terms], 1)
-        return quadratic - squared.sum(1)
-
-
-class CloudGaussian(NamedTuple):
-    """N(mean, K^T K + ridge x I) fitted to particles: K holds their deviations from the mean over
-    sqrt(N - 1), so K^T K is their covariance (rank < N), and the ridge (a fraction of the mean
-    variance) gives every direction some spread. Densities and draws cost O(N P) per particle by
-    the Woodbury identity, so it serves networks with far more parameters than particles."""
-
-    mean: torch.Tensor  # (P,)
-    factor: torch.Tensor  # K, (N, P)
-    ridge: float
-    inner: torch.Tensor  # (ridge I + K K^T)^-1, (N, N)
-
-    @classmethod
-    def fit(cls, flat: torch.Tensor, ridge_fraction: float = CLOUD_RIDGE) -> CloudGaussian | None:
-        """The fit to ``flat``'s rows, or None where the particles have no spread."""
-        theta = flat.double()
-        mean = theta.mean(0)
-        factor = (theta - mean) / math.sqrt(max(1, len(theta) - 1))
-        ridge = ridge_fraction * float(factor.square().sum()) / theta.shape[1]
-        if not ridge > 0:
-            return None
-        gram = factor @ factor.T
-        inner = torch.linalg.inv(ridge * torch.eye(len(gram), dtype=gram.dtype, device=gram.device) + gram)
-        return cls(mean, factor, ridge, inner)
-
-    def sample(self, rng: torch.Generator, count: int) -> torch.Tensor:
-        """``count`` draws from N(0, K^T K + ridge I) (centred: the ellipse's auxiliary draws)."""
-        rows, dim = self.factor.shape
-        eta = torch.randn(count, rows, generator=rng, device=rng.device, dtype=torch.float64).to(self.factor.device)
-        xi = torch.randn(count, dim, generator=rng, device=rng.device, dtype=torch.float64).to(self.factor.device)
-        return eta @ self.factor + math.sqrt(self.ridge) * xi
-
-    def bilinear(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """u_i^T Sigma^-1 v_i per row, by Woodbury: (u.v - (K u)^T (ridge I + K K^T)^-1 (K v)) / ridge."""
-        ku, kv = u @ self.factor.T, v @ self.factor.T
-        return ((u * v).sum(1) - (ku @ self.inner * kv).sum(1)) / self.ridge
 
 
 class Constraint(NamedTuple):
