@@ -189,24 +189,48 @@ X_SMALL, Y_SMALL = linear_task(6, seed=5)
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"sampler": "mcmc"}, "unknown sampler 'mcmc'"),
-        ({"n_networks": 0}, "n_networks must be a positive integer, got 0"),
-        ({"n_networks": 2.5}, "n_networks must be a positive integer"),
-        ({"max_draws": 0}, "max_draws must be a positive integer or None"),
-        ({"time_limit": -1.0}, "time_limit must be a positive number of seconds or None"),
+        (
+            {"sampler": "mcmc"},
+            r"The 'sampler' parameter of TypicalInterpolatorClassifier must be .* Got 'mcmc' instead",
+        ),
+        ({"n_networks": 0}, r"The 'n_networks' parameter of TypicalInterpolatorClassifier must be .* Got 0 instead"),
+        (
+            {"n_networks": 2.5},
+            r"The 'n_networks' parameter of TypicalInterpolatorClassifier must be .* Got 2.5 instead",
+        ),
+        ({"max_draws": 0}, r"The 'max_draws' parameter of TypicalInterpolatorClassifier must be .* Got 0 instead"),
+        (
+            {"time_limit": -1.0},
+            r"The 'time_limit' parameter of TypicalInterpolatorClassifier must be .* Got -1.0 instead",
+        ),
         ({"widths": (0,)}, r"widths must be a positive integer or a tuple"),
-        ({"widths": "16"}, r"widths must be a positive integer or a tuple"),
-        ({"arch": "rnn"}, "unknown architecture 'rnn'"),
-        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"widths": "16"}, r"The 'widths' parameter of TypicalInterpolatorClassifier must be .* Got '16' instead"),
+        ({"arch": "rnn"}, r"The 'arch' parameter of TypicalInterpolatorClassifier must be .* Got 'rnn' instead"),
+        (
+            {"activation": "gelu"},
+            r"The 'activation' parameter of TypicalInterpolatorClassifier must be .* Got 'gelu' instead",
+        ),
         ({"prior": "laplace:1"}, "unknown prior 'laplace:1'"),
-        ({"prior": 3}, "prior must be a string"),
-        ({"engine": "warp"}, "unknown engine 'warp'"),
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"prior": 3}, r"The 'prior' parameter of TypicalInterpolatorClassifier must be .* Got 3 instead"),
+        ({"engine": "warp"}, r"The 'engine' parameter of TypicalInterpolatorClassifier must be .* Got 'warp' instead"),
+        ({"batch_size": 0}, r"The 'batch_size' parameter of TypicalInterpolatorClassifier must be .* Got 0 instead"),
         ({"sampler": "smc", "n_networks": 20, "particles": 10}, "n_networks=20 exceeds particles=10"),
-        ({"sampler": "smc", "particles": 1}, "particles must be >= 2"),
-        ({"sampler": "sgd", "sgd_lr": 0.0}, "sgd_lr must be > 0"),
-        ({"sampler": "sgd", "sgd_init": "zeros"}, "unknown sgd_init 'zeros'"),
-        ({"sampler": "sgd", "sgd_max_steps": 0}, "sgd_max_steps must be a positive integer"),
+        (
+            {"sampler": "smc", "particles": 1},
+            r"The 'particles' parameter of TypicalInterpolatorClassifier must be .* Got 1 instead",
+        ),
+        (
+            {"sampler": "sgd", "sgd_lr": 0.0},
+            r"The 'sgd_lr' parameter of TypicalInterpolatorClassifier must be .* Got 0.0 instead",
+        ),
+        (
+            {"sampler": "sgd", "sgd_init": "zeros"},
+            r"The 'sgd_init' parameter of TypicalInterpolatorClassifier must be .* Got 'zeros' instead",
+        ),
+        (
+            {"sampler": "sgd", "sgd_max_steps": 0},
+            r"The 'sgd_max_steps' parameter of TypicalInterpolatorClassifier must be .* Got 0 instead",
+        ),
         ({"arch": "cnn"}, r"arch='cnn' needs input_shape"),
         ({"input_shape": (1, 3, 3)}, r"input_shape \(1, 3, 3\) holds 9 values but X has 2 features"),
         ({"input_shape": (2, -1)}, "input_shape must be None or a tuple of positive integers"),
@@ -278,3 +302,10 @@ def test_feature_names_and_pickling():
         classifier.predict(frame.rename(columns={"weight": "mass"}))
     restored = pickle.loads(pickle.dumps(classifier))
     np.testing.assert_array_equal(restored.decision_function(frame), classifier.decision_function(frame))
+
+
+def test_every_hyperparameter_has_a_constraint():
+    """scikit-learn validates exactly the parameters of __init__ (``_parameter_constraints``)."""
+    assert set(TypicalInterpolatorClassifier._parameter_constraints) == set(
+        TypicalInterpolatorClassifier().get_params()
+    )

@@ -20,13 +20,16 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from typicalnets.data import Dataset, check_inputs
+from typicalnets.engines import ENGINES
 from typicalnets.errors import TypicalnetsError, build_model
 from typicalnets.methods import MethodSpec, run_method
-from typicalnets.nets import Architecture, Population, build_arch
+from typicalnets.nets import ARCH_NAMES, Architecture, Population, build_arch
+from typicalnets.nets.base import ACTIVATIONS
 from typicalnets.nets.population import DEFAULT_CHUNK
 from typicalnets.priors import Prior, parse_prior
 from typicalnets.resources import check_device
@@ -147,6 +150,34 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
     checks pass; tests/test_estimator.py lists every expected failure with its reason.
     """
 
+    # Types and ranges, checked by scikit-learn at the start of fit (InvalidParameterError, a
+    # ValueError); fit checks what they cannot say: the widths' and input shape's entries, the
+    # arch_options keys, the prior's spec and the device.
+    _parameter_constraints: dict = {
+        "arch": [StrOptions(set(ARCH_NAMES))],
+        "widths": [Interval(numbers.Integral, 1, None, closed="left"), tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "bias": ["boolean"],
+        "input_shape": [None, Interval(numbers.Integral, 1, None, closed="left"), tuple, list],
+        "arch_options": [None, dict],
+        "prior": [str, Prior],
+        "sampler": [StrOptions(set(SAMPLERS))],
+        "n_networks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_draws": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "time_limit": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "engine": [StrOptions(set(ENGINES))],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "particles": [Interval(numbers.Integral, 2, None, closed="left"), None],
+        "sgd_init": [StrOptions({"prior", "standard"})],
+        "sgd_loss": [StrOptions({"logistic", "hinge"})],
+        "sgd_lr": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "sgd_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "sgd_max_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str],
+        "verbose": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         arch="fcn",
@@ -202,6 +233,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Sample the ensemble: ``n_networks`` networks with zero training error on (X, y)."""
+        self._validate_params()
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
         target_type = type_of_target(y, input_name="y")
@@ -214,20 +246,12 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
             )
         if len(classes) < 2:
             raise ValueError(f"y has only one class ({classes[0]!r}); a classifier needs examples of two classes")
-        count = _positive_int(self.n_networks, "n_networks")
-        sampler = self.sampler
-        if sampler not in SAMPLERS:
-            raise TypicalnetsError(f"unknown sampler {sampler!r}; use gc, smc or sgd")
-        max_draws = _positive_int(self.max_draws, "max_draws", allow_none=True)
-        time_limit = self.time_limit
-        if time_limit is not None and not (isinstance(time_limit, numbers.Real) and time_limit > 0):
-            raise TypicalnetsError(
-                f"time_limit must be a positive number of seconds or None, got {time_limit!r}; pass e.g. time_limit=60"
-            )
+        count, sampler, time_limit = int(self.n_networks), self.sampler, self.time_limit
+        max_draws = None if self.max_draws is None else int(self.max_draws)
         device = torch.device(check_device(self.device))
         train = Dataset.from_arrays(self._inputs(X), np.where(y == classes[1], 1, -1), source="X, y")
         arch = self._build_arch(train.input_shape)
-        prior = self.prior if isinstance(self.prior, Prior) else parse_prior(_string(self.prior, "prior"))
+        prior = self.prior if isinstance(self.prior, Prior) else parse_prior(self.prior)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         rng = torch.Generator(device=device).manual_seed(seed)
         spec = self._method_spec(device)
@@ -328,7 +352,7 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
             self.arch,
             input_shape,
             tuple(int(w) for w in widths),
-            _string(self.activation, "activation"),
+            self.activation,
             bool(self.bias),
             **options,
         )
@@ -341,14 +365,14 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                 "sampler": self.sampler,
                 "device": str(device),
                 "engine": self.engine,
-                "batch_size": _positive_int(self.batch_size, "batch_size"),
-                "particles": _positive_int(self.particles, "particles", allow_none=True),
+                "batch_size": int(self.batch_size),
+                "particles": None if self.particles is None else int(self.particles),
                 "repeats": 1,
                 "sgd_init": self.sgd_init,
                 "sgd_loss": self.sgd_loss,
                 "sgd_lr": self.sgd_lr,
-                "sgd_batch_size": _positive_int(self.sgd_batch_size, "sgd_batch_size", allow_none=True),
-                "sgd_max_steps": _positive_int(self.sgd_max_steps, "sgd_max_steps"),
+                "sgd_batch_size": None if self.sgd_batch_size is None else int(self.sgd_batch_size),
+                "sgd_max_steps": int(self.sgd_max_steps),
             },
         )
 
@@ -398,19 +422,3 @@ class TypicalInterpolatorClassifier(ClassifierMixin, BaseEstimator):
                 f"last training example ({result.draws:,} network evaluations); {budget}"
             )
         return result
-
-
-def _positive_int(value, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
-        return int(value)
-    raise TypicalnetsError(
-        f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}; pass a valid {name}"
-    )
-
-
-def _string(value, name: str) -> str:
-    if not isinstance(value, str):
-        raise TypicalnetsError(f"{name} must be a string, got {value!r}; pass a valid {name}")
-    return value
