@@ -240,11 +240,14 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
     low, high = u - 2 * math.pi, u.clone()
     forward = SplitForward(arch, to_weights(prior, flat), target.x, group, basis, mapping)
     evaluations = count
-    if target.hard and group.kind in ("head", "factor") and forms is None and mapping is None:
-        # 2. The output is linear in a head or a diagonal factor, so the hard constraint's angles on
-        #    the prior's ellipse form one arc about 0, found exactly: the first proposal is drawn from it.
-        low, high = _feasible_arc(forward, target.y)
-        u = low + (high - low) * uniform(count)
+    hard_examples = len(target.y) if target.hard else target.seen
+    if group.kind in ("head", "factor") and mapping is None and hard_examples:
+        # 2. The output is linear in a head or a diagonal factor, so the angles where the hard
+        #    constraint holds form arcs found exactly; the bracket is the one about 0.
+        arc_low, arc_high = _feasible_arc(forward, target.y[:hard_examples], hard_examples)
+        bounded = torch.isfinite(arc_low) & torch.isfinite(arc_high)  # else the whole ellipse is feasible
+        low, high = torch.where(bounded, arc_low, low), torch.where(bounded, arc_high, high)
+        u = torch.where(bounded, low + (high - low) * uniform(count), u)
         evaluations += count
 
     def log_likelihood(rows, block_mistakes, at) -> torch.Tensor:
@@ -284,17 +287,26 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
     return flat, mistakes, (~pending).float(), evaluations
 
 
-def _feasible_arc(forward: SplitForward, y: torch.Tensor):
-    """The arc about 0 of the angles u where every y f > 0, for an output f linear in the group: on
-    the prior's ellipse f(u) = F_0 cos u + F_1 sin u with F_i the output at basis tensor i, and each
-    example keeps the half-circle |u - phi_i| < pi / 2 about its phase phi_i, which contains 0 (the
-    current point classifies it); their intersection is one arc. The tie rule (y f > TIE x scale)
-    is left to the shrinks, which rarely need a second proposal."""
-    everyone = torch.arange(forward.count, device=y.device)
-    ones, zeros = (torch.full((forward.count,), v, dtype=torch.float64, device=y.device) for v in (1.0, 0.0))
-    at_point, at_nu = (y.double() * forward.outputs(everyone, unit)[0] for unit in ((ones, zeros), (zeros, ones)))
-    phase = torch.atan2(at_nu, at_point)  # y f(u) = R cos(u - phase), positive at u = 0
-    return (phase - math.pi / 2).amax(dim=1).clamp_max(0.0), (phase + math.pi / 2).amin(dim=1).clamp_min(0.0)
+def _feasible_arc(forward: SplitForward, y: torch.Tensor, examples: int):
+    """The arc about 0 of the angles u where y f > 0 on the first ``examples`` examples, for an
+    output f linear in the group. Along the ellipse y f(u) = c + a cos u + b sin u = c + R cos(u - phi),
+    with c, a, b the outputs at the basis tensors (c = 0 on the prior's ellipse), so each example
+    keeps |u - phi| < arccos(-c / R), an arc that contains 0 since the current point classifies it;
+    their intersection about 0 is the bracket. Taking the same arc from every point in it keeps the
+    shrinkage procedure exact (Neal, Ann. Stat. 2003, section 4). The tie rule (y f > TIE x scale)
+    is left to the shrinks, which rarely need a second proposal without a fitted ellipse's forms."""
+    count, device, terms = forward.count, y.device, len(forward.basis)
+    # One evaluation of every particle at each basis tensor: rows repeated, one-hot coefficients.
+    rows = torch.arange(count, device=device).repeat(terms)
+    one_hot = torch.eye(terms, dtype=torch.float64, device=device).repeat_interleave(count, dim=0)
+    images = (y.double() * forward.outputs(rows, list(one_hot.T))[0][:, :examples]).view(terms, count, examples)
+    offset, along, across = images if terms == 3 else (torch.zeros_like(images[0]), *images)
+    radius, phase = torch.hypot(along, across), torch.atan2(across, along)
+    # Where c >= R the example holds on the whole ellipse and restricts nothing (an infinite half-width).
+    half = torch.arccos((-offset / radius.clamp_min(1e-300)).clamp(-1.0, 1.0))
+    half = torch.where(offset >= radius, math.inf, half)
+    # An arc has length 2 arccos(-c / R) < 2 pi; rounding aside, it contains 0.
+    return (phase - half).amax(dim=1).clamp_max(0.0), (phase + half).amin(dim=1).clamp_min(0.0)
 
 
 class _EllipseForms(NamedTuple):

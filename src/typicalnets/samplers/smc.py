@@ -345,8 +345,8 @@ class SequentialMonteCarlo:
             if (
                 moves >= self.min_moves
                 and float(refreshed.mean()) >= self.refresh * self.n_params
-                and _unique(flat) >= self.target_unique * len(flat)
                 and correlation <= self.decorrelation
+                and (not quantized or _unique(flat) >= self.target_unique * len(flat))
             ):
                 break
             if kernel is not None:
