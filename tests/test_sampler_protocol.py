@@ -35,7 +35,7 @@ class Counter:
     def init(self, rng: torch.Generator | None = None) -> CounterState:
         return CounterState(0, 0)
 
-    def step(self, rng: torch.Generator, state: CounterState, max_draws: int | None = None):
+    def step(self, rng: torch.Generator, state: CounterState, max_draws: int | None = None, deadline=None):
         return CounterState(state.kept + 1, state.draws + 3), CounterInfo(max_draws)
 
     def stopped(self, state: CounterState, count: int) -> str | None:

@@ -279,3 +279,14 @@ def test_next_temperature_keeps_the_effective_sample_size(mistakes, beta, target
         # Bisection lands at the target ESS up to rounding, unless the mistakes hardly differ (then
         # beta becomes 1, or BETA_HARD, and the ESS stays above the target).
         assert ess >= target - 1e-6 if spread == 0 else abs(ess - target) < 1e-6 or ess > target
+
+
+@pytest.mark.parametrize("prior", [Q3, Gaussian(1.0)], ids=["quantized", "gaussian"])
+def test_a_step_whose_moves_pass_the_deadline_returns_the_state_it_was_given(teacher_task, prior):
+    """So a time limit ends a run on time, without particles that have not mixed."""
+    sampler = SequentialMonteCarlo(FCN(4, (8,)), prior, teacher_task.train.head(6), particles=50)
+    gen = torch.Generator().manual_seed(0)
+    first, _ = sampler.step(gen, sampler.init())
+    late, info = sampler.step(gen, first, deadline=0.0)  # perf_counter() is past 0 already
+    assert late.seen == first.seen and torch.equal(late.flat, first.flat) and late.draws > first.draws
+    assert info.moves == 1

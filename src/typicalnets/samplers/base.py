@@ -1,7 +1,9 @@
 """The protocol every sampler follows, and the driver that runs any of them under budgets.
 
 Modelled on BlackJAX: a sampler is an object with ``init(rng) -> State`` and ``step(rng, state,
-max_draws) -> (State, Info)``; ``State`` and ``Info`` are NamedTuples, and a state stands for the
+max_draws, deadline) -> (State, Info)`` (``deadline``: the ``time.perf_counter()`` by which the time
+budget runs out, or None; a sampler whose step can be long, SMC's, stops work there and returns
+a state that the budget then ends); ``State`` and ``Info`` are NamedTuples, and a state stands for the
 same run whatever is done with it later (``step`` returns a new one). Samplers that draw nothing
 before their first step (G&C, SMC) take ``init(rng=None)`` too, as BlackJAX's ``init_fn(position,
 rng_key=None)`` does. Every State has ``draws`` (prior draws spent, which the draw budget counts).
@@ -70,7 +72,9 @@ class Sampler(Protocol):
 
     def init(self, rng: torch.Generator) -> Any: ...
 
-    def step(self, rng: torch.Generator, state: Any, max_draws: int | None = None) -> tuple[Any, NamedTuple]: ...
+    def step(
+        self, rng: torch.Generator, state: Any, max_draws: int | None = None, deadline: float | None = None
+    ) -> tuple[Any, NamedTuple]: ...
 
     def stopped(self, state: Any, count: int) -> str | None: ...
 
@@ -322,7 +326,8 @@ class SampleStream:
                     break
                 # 2. Step, with the draws the budget leaves.
                 remaining = None if max_draws is None else max_draws - state.draws
-                state, info = sampler.step(self.rng, state, remaining)
+                deadline = None if time_limit is None else start + time_limit
+                state, info = sampler.step(self.rng, state, remaining, deadline)
                 history.append(info)
                 # 3. Hand on the step's samples (a streaming sampler's), never more than count in all.
                 if streaming:

@@ -153,7 +153,9 @@ class GuessAndCheck:
             draws_per_trial=self.draws_per_trial,
         )
 
-    def step(self, rng: torch.Generator, state: GCState, max_draws: int | None = None) -> tuple[GCState, GCInfo]:
+    def step(
+        self, rng: torch.Generator, state: GCState, max_draws: int | None = None, deadline: float | None = None
+    ) -> tuple[GCState, GCInfo]:
         unit = self.draws_per_trial
         size = state.batch or self.batch_size
         batch = size if max_draws is None else max(1, min(size, max_draws))

@@ -256,7 +256,9 @@ class SGDTrainer:
             steps=state.steps,
         )
 
-    def step(self, rng: torch.Generator, state: SGDState, max_draws: int | None = None) -> tuple[SGDState, SGDInfo]:
+    def step(
+        self, rng: torch.Generator, state: SGDState, max_draws: int | None = None, deadline: float | None = None
+    ) -> tuple[SGDState, SGDInfo]:
         """One SGD update of every network not yet converged (of every network without
         ``stop_at_zero``); converged networks stay bit-identical. A step draws nothing, so
         ``max_draws`` does not bind."""

@@ -39,7 +39,7 @@ from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, Uniform
 
 MAX_SHRINKS = 100  # a bracket still open after this many shrinks is within 2^-100 of the current point
-CACHE_BYTES = 256 * 2**20  # float64 images and activations one chunk of particles may hold
+CACHE_BYTES = 2**30  # float64 images and activations one chunk of particles may hold (a bound: see chunk_rows)
 CLOUD_RIDGE = 0.1  # the fitted Gaussian's isotropic part, as a fraction of the particles' mean variance
 
 
@@ -155,8 +155,10 @@ class SplitForward:
 
 
 def chunk_rows(arch: Architecture, examples: int) -> int:
-    """Particles per ``SplitForward``, so that its float64 images and activations fit CACHE_BYTES."""
-    per_particle = 8 * 6 * max(1, arch.widest_activation()) * max(1, examples)
+    """Particles per ``SplitForward``, so that its float64 images and activations fit CACHE_BYTES:
+    four tensors (the cached input, up to three images) of the widest activation per example, an
+    overestimate where that is the first layer's im2col columns, which all particles share."""
+    per_particle = 8 * 4 * max(1, arch.widest_activation()) * max(1, examples)
     return max(1, min(256, CACHE_BYTES // per_particle))
 
 

@@ -233,13 +233,17 @@ class SequentialMonteCarlo:
             how_far["log_prob_reached"] = state.log_prob_seen
         return accepted_result(self, state, count, stop_reason, seconds, history, **how_far)
 
-    def step(self, rng: torch.Generator, state: SMCState, max_draws: int | None = None) -> tuple[SMCState, SMCInfo]:
+    def step(
+        self, rng: torch.Generator, state: SMCState, max_draws: int | None = None, deadline: float | None = None
+    ) -> tuple[SMCState, SMCInfo]:
         """Add the next block of examples (the first step draws the particles), or, where the hard
         constraint would leave fewer than ``target_ess`` of the particles, temper it: the target
         becomes prior x 1{earlier examples correct} x exp(-beta x mistakes on the block), with beta
         raised by the ESS criterion until the block can be made hard. A step evaluates every
-        particle, so it does not consult ``max_draws`` (the last step may overrun the budget);
-        ``state.cache`` gains the block's rows in place (see ``SMCState``)."""
+        particle, so it does not consult ``max_draws`` (the last step may overrun the budget); one
+        whose moves pass ``deadline`` (a ``time.perf_counter()``) stops them and returns the state
+        it was given, with the draws spent added, so a run ends on time without samples that have
+        not mixed. ``state.cache`` gains the block's rows in place (see ``SMCState``)."""
         flat, draws, cache = state.flat, state.draws, state.cache
         if flat is None:
             flat, draws = self._draw(rng, self.particles), self.particles
@@ -274,9 +278,12 @@ class SequentialMonteCarlo:
             cache = cache.take(pick)
         ess = int(round(float(weights.sum()) ** 2 / float((weights**2).sum())))
         # 5. Rejuvenate under the new target until the particles have mixed (or max_moves sweeps).
-        moved = self._rejuvenate(rng, flat, state.seen, target, beta, mistakes, state.coordinates, cache)
+        moved = self._rejuvenate(rng, flat, state.seen, target, beta, mistakes, state.coordinates, cache, deadline)
         flat, acceptance, moves, evaluations, coordinates, correlation = moved
         draws += evaluations
+        if flat is None:  # the deadline passed during the moves
+            info = SMCInfo(state.seen, survival, ess, 0, acceptance, moves, state.beta or math.inf, correlation)
+            return state._replace(draws=draws), info
         seen, beta = (target, 0.0) if math.isinf(beta) else (state.seen, beta)
         done = seen == len(self.y)
         accepted = self._population(flat) if done else state.accepted
@@ -321,6 +328,7 @@ class SequentialMonteCarlo:
         mistakes: torch.Tensor,
         coordinates: int,
         cache: FCNCache | None = None,
+        deadline: float | None = None,
     ):
         """MCMC moves that leave prior x 1{examples 0..seen-1 correct} x exp(-beta x mistakes on
         seen..target-1) invariant (beta = inf: every example up to target correct), until the
@@ -329,7 +337,8 @@ class SequentialMonteCarlo:
         across particles, of the mixing statistic (``_statistic``) before and after the moves at most
         ``decorrelation``; at most ``max_moves`` sweeps. Returns the moved
         particles, the mean move acceptance, the sweeps, their cost in network evaluations, the
-        adapted ``coordinates`` and that final correlation."""
+        adapted ``coordinates`` and that final correlation; the particles are None where the moves
+        passed ``deadline``."""
         hard = math.isinf(beta)
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
@@ -380,6 +389,8 @@ class SequentialMonteCarlo:
             total += float(moved.mean())
             moves += 1
             evaluations += cost
+            if deadline is not None and time.perf_counter() > deadline:
+                return None, total / moves, moves, evaluations, coordinates, correlation
             correlation = _correlation(start, self._statistic(flat))
         if cache is not None and not cached:  # moved without the cache: recompute its rows
             cache.extend(self.arch, flat, self.x64, 0, target)
