@@ -5,7 +5,7 @@ intervals must overlap and a two-sample KS test of the samples' test errors must
     python benchmarks/smc_families.py --json         # one JSON object per line
 
 Each task: Gaussian inputs of the family's shape labelled by a random network of the family
-(Gaussian weights), with 2 of the n training labels flipped (none for the linear diagonal net,
+drawn from the prior under test, with 2 of the n training labels flipped (none for the linear diagonal net,
 which could not interpolate them), so that G&C accepts between ~1/20 and ~1/2000 of its draws.
 G&C draws --count interpolators; SMC makes --repeats runs of --particles particles with its
 other settings at their defaults. Test errors are against the clean labels of 2,000 test inputs.
@@ -36,8 +36,8 @@ FAMILIES = {
 PRIORS = {"quantized:3": QuantizedUniform.evenly_spaced(3), "uniform:1": Uniform(1.0), "gaussian:1": Gaussian(1.0)}
 
 
-def task(arch, n: int, gen: torch.Generator) -> tuple[Dataset, Dataset]:
-    teacher = Population.draw(arch, Gaussian(1.0), 1, gen).to(dtype=torch.float64)
+def task(arch, prior, n: int, gen: torch.Generator) -> tuple[Dataset, Dataset]:
+    teacher = Population.draw(arch, prior, 1, gen).to(dtype=torch.float64)
     x = torch.randn(n + 2000, *arch.input_shape, generator=gen)
     y = torch.where(teacher.forward(x.double())[0] > 0, 1, -1).to(torch.int8)
     train_y = y[:n].clone()
@@ -67,7 +67,7 @@ def main() -> int:
         for prior_name in args.priors.split(","):
             prior = PRIORS[prior_name]
             gen = torch.Generator().manual_seed(args.seed)
-            train, test = task(arch, n, gen)
+            train, test = task(arch, prior, n, gen)
             gc = sample(GuessAndCheck(arch, prior, train), gen, args.count, max_draws=10**9, progress=False)
             smc = sample_smc(
                 SequentialMonteCarlo(arch, prior, train, args.particles),

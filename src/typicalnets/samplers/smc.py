@@ -278,7 +278,9 @@ class SequentialMonteCarlo:
             cache = cache.take(pick)
         ess = int(round(float(weights.sum()) ** 2 / float((weights**2).sum())))
         # 5. Rejuvenate under the new target until the particles have mixed (or max_moves sweeps).
-        moved = self._rejuvenate(rng, flat, state.seen, target, beta, mistakes, state.coordinates, cache, deadline)
+        moved = self._rejuvenate(
+            rng, flat, state.seen, target, beta, mistakes, state.coordinates, cache, deadline, ancestors=pick
+        )
         flat, acceptance, moves, evaluations, coordinates, correlation = moved
         draws += evaluations
         if flat is None:  # the deadline passed during the moves
@@ -329,6 +331,7 @@ class SequentialMonteCarlo:
         coordinates: int,
         cache: FCNCache | None = None,
         deadline: float | None = None,
+        ancestors: torch.Tensor | None = None,
     ):
         """MCMC moves that leave prior x 1{examples 0..seen-1 correct} x exp(-beta x mistakes on
         seen..target-1) invariant (beta = inf: every example up to target correct), until the
@@ -350,6 +353,9 @@ class SequentialMonteCarlo:
         start = self._statistic(flat)
         correlation = 1.0
         constraint = Constraint(self, seen, target, beta)
+        if not quantized:
+            halves = self._halves(rng, ancestors, len(flat), flat.device)
+            clouds = self._fit_clouds(flat, halves)
         while moves < self.max_moves:
             if (
                 moves >= self.min_moves
@@ -383,7 +389,8 @@ class SequentialMonteCarlo:
                 refreshed += moved * coordinates
                 coordinates = _adapt(coordinates, float(moved.mean()), self.n_params)
             else:  # slice moves, one group of parameters at a time, alternating fitted and prior curves
-                flat, mistakes, moved, cost = self._slice_sweep(rng, flat, mistakes, constraint, moves % 2 == 0)
+                fitted = clouds if moves % 2 == 0 else None
+                flat, mistakes, moved, cost = self._slice_sweep(rng, flat, mistakes, constraint, halves, fitted)
                 refreshed += moved
                 moved = moved / self.n_params
             total += float(moved.mean())
@@ -396,21 +403,39 @@ class SequentialMonteCarlo:
             cache.extend(self.arch, flat, self.x64, 0, target)
         return flat, (total / moves if moves else 0.0), moves, evaluations, coordinates, correlation
 
-    def _slice_sweep(
-        self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint, fitted: bool
-    ):
-        """One slice move of every group (``slice_moves``), each particle's curve fitted to the other
-        half of the particles (``fitted``) or the prior's own. Fitting to the other half keeps each
-        half's kernel independent of its own positions, so it leaves the target invariant exactly (a
-        fit to all particles measurably biased a uniform posterior). Returns the particles, block
-        mistakes, re-drawn parameters per particle and the evaluations spent."""
+    def _halves(self, rng: torch.Generator, ancestors: torch.Tensor | None, count: int, device):
+        """The particles in two halves by ancestry: every copy of a resampled particle falls in the
+        same half, so neither half holds a copy of a particle of the other."""
+        if ancestors is None:
+            ancestors = torch.arange(count, device=device)
+        side = torch.randint(2, (self.particles,), generator=rng, device=rng.device).to(device)[ancestors]
+        return torch.nonzero(side == 0).flatten(), torch.nonzero(side == 1).flatten()
+
+    def _fit_clouds(self, flat: torch.Tensor, halves) -> list[tuple[CloudGaussian | None, CloudGaussian | None]]:
+        """Per group, the Gaussians each half's fitted ellipses follow: fitted to the other half as
+        the moves start, and kept for every sweep of the step."""
+        clouds = []
+        for group in self.groups:
+            columns = group.columns.to(flat.device)
+            fits = [CloudGaussian.fit(flat[other][:, columns]) if len(other) > 1 else None for other in halves[::-1]]
+            clouds.append(tuple(fits))
+        return clouds
+
+    def _slice_sweep(self, rng: torch.Generator, flat, mistakes, constraint: Constraint, halves, clouds):
+        """One slice move of every group (``slice_moves``), along ellipses fitted to the other half
+        of the particles (``clouds``, from ``_fit_clouds``) or the prior's own (None). A half's
+        Gaussian comes from the other half as the step's moves began, and the halves split the
+        particles by ancestry, so no particle's kernel depends on its own position or a copy of it
+        and each move leaves the target invariant. (A fit to all particles, or to the other half
+        anew at every sweep, measurably biased the posterior: after a tempered step the fraction
+        of particles classifying its example fell from the target's 0.64 to 0.47 on LeNet.)
+        Returns the particles, block mistakes, re-drawn parameters per particle and the
+        evaluations spent."""
         target = Target(self.x64[: constraint.target], self.y[: constraint.target], constraint.seen, constraint.beta)
         refreshed, cost = torch.zeros(len(flat), device=flat.device), 0
-        halves = torch.randperm(len(flat), generator=rng, device=rng.device).to(flat.device).chunk(2)
-        for group in self.groups:
-            for moving, other in ((halves[0], halves[1]), (halves[1], halves[0])):
-                columns = group.columns.to(flat.device)
-                cloud = CloudGaussian.fit(flat[other][:, columns]) if fitted and len(other) > 1 else None
+        for index, group in enumerate(self.groups):
+            for side, moving in enumerate(halves):
+                cloud = None if clouds is None else clouds[index][side]
                 step = group_move(rng, self.arch, self.prior, flat[moving], mistakes[moving], target, group, cloud)
                 flat[moving], mistakes[moving] = step[0], step[1]
                 refreshed[moving] += step[2] * len(group.columns)
