@@ -18,7 +18,7 @@ import json
 import sys
 
 import torch
-from scipy.stats import ks_2samp
+from smc_validation import compare, comparison_line
 
 from typicalnets.data import Dataset
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
@@ -76,26 +76,10 @@ def main() -> int:
                 args.repeats,
                 progress=False,
             )
-            gc_ci, smc_ci = gc.log_prob_interpolate_ci, smc.log_prob_interpolate_ci
-            overlap = bool(smc_ci[0] <= gc_ci[1] and gc_ci[0] <= smc_ci[1])
-            ks = float(
-                ks_2samp(
-                    gc.population.errors(test.x, test.y).numpy(), smc.population.errors(test.x, test.y).numpy()
-                ).pvalue
-            )
-            failures += (not overlap) + (ks <= 0.01)
-            row = {"family": family, "prior": prior_name, "n": n, "gc_ci": list(gc_ci), "smc_ci": list(smc_ci)}
-            row |= {"overlap": overlap, "ks_p": ks, "gc_seconds": gc.seconds, "smc_seconds": smc.seconds}
-            if args.json:
-                print(json.dumps(row), flush=True)
-            else:
-                print(
-                    f"{family:>6} {prior_name:>12} {n:>3} "
-                    f"{gc.log_prob_interpolate:>8.3f} ({gc_ci[0]:.3f}, {gc_ci[1]:.3f})"
-                    f" {smc.log_prob_interpolate:>8.3f} ({smc_ci[0]:.3f}, {smc_ci[1]:.3f}) {str(overlap):>7}"
-                    f" {ks:>6.3f} {gc.seconds:>6.1f} {smc.seconds:>6.1f}",
-                    flush=True,
-                )
+            row = {"family": family, "prior": prior_name, "n": n} | compare(gc, smc, test)
+            failures += (not row["overlap"]) + (row["ks_p"] <= 0.01)
+            line = f"{family:>6} {prior_name:>12} {n:>3} {comparison_line(row)}"
+            print(json.dumps(row) if args.json else line, flush=True)
     print(f"{failures} failed check(s)")
     return 1 if failures else 0
 
