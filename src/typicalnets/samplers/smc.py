@@ -31,8 +31,9 @@ The targets are pi_t(theta) ~ prior(theta) * 1{theta classifies examples 1..t co
      proposal, so the acceptance ratio is again the indicator), in rounds of 1/8 sweep;
    - Gaussian and uniform priors: slice moves of one group of parameters at a time (a hidden
      layer's weight and bias, a scale, the head, a diagonal factor; ``slice_moves``), alternating
-     ellipses fitted to the particle cloud (each half of the particles moves along ellipses fitted
-     to the other half, which keeps every move exact) with the prior's own: elliptical slice
+     ellipses fitted to the particle cloud (the particles split in halves by ancestry, each half
+     moving along Gaussians fitted to the other as the step's moves begin, so that no kernel
+     depends on the particle it moves or a copy of it) with the prior's own: elliptical slice
      sampling, for uniform priors in z-space (theta = a (2 Phi(z) - 1), z ~ N(0, I)). The layers
      below the group are computed once per move; under a Gaussian prior a hidden layer's
      pre-activations are linear in its weights, so their images are too and a shrink costs only
@@ -428,7 +429,7 @@ class SequentialMonteCarlo:
         particles by ancestry, so no particle's kernel depends on its own position or a copy of it
         and each move leaves the target invariant. (A fit to all particles, or to the other half
         anew at every sweep, measurably biased the posterior: after a tempered step the fraction
-        of particles classifying its example fell from the target's 0.64 to 0.47 on LeNet.)
+        of particles classifying its example fell from the target's 0.64 to 0.28-0.47 on LeNet.)
         Returns the particles, block mistakes, re-drawn parameters per particle and the
         evaluations spent."""
         target = Target(self.x64[: constraint.target], self.y[: constraint.target], constraint.seen, constraint.beta)
