@@ -128,6 +128,8 @@ def run_layers(
             return _head(features(h, count, n), params[layer.weight], params[layer.bias] if layer.bias else None)
         z = pre_activation(layer, params, h, count, n, index == 0, grouped)
         h = post_activation(layer, params, z, count, n)
+    if stop is None:
+        raise ValueError(f"the layer plan of {arch.describe()} does not end in a head")
     return h
 
 

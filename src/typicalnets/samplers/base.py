@@ -305,6 +305,7 @@ class SampleStream:
         streaming = isinstance(sampler, StreamingSampler)
         unit = sampler.draws_per_trial
         start = time.perf_counter()
+        deadline = None if time_limit is None else start + time_limit
         state = sampler.init(self.rng)
         history, delivered = [], 0
         columns = (
@@ -326,7 +327,6 @@ class SampleStream:
                     break
                 # 2. Step, with the draws the budget leaves.
                 remaining = None if max_draws is None else max_draws - state.draws
-                deadline = None if time_limit is None else start + time_limit
                 state, info = sampler.step(self.rng, state, remaining, deadline)
                 history.append(info)
                 # 3. Hand on the step's samples (a streaming sampler's), never more than count in all.

@@ -110,19 +110,20 @@ class SplitForward:
         self.layer = arch.layer_plan()[group.layer]
         h = run_layers(arch, self.params, plan_input(x, torch.float64), 0, group.layer, self.count, self.n)
         self.shared = group.layer == 0
+        self.grouped = x.device.type == "cpu"  # as forward_with_scale chooses (see its docstring)
         self.input = h
         self.linear = group.kind == "affine" and mapping is None
         if self.linear:  # the pre-activations' images under each basis tensor
             self.images = [None if p is None else self._image(p) for p in basis]
         elif group.kind == "scale":
-            self.z = pre_activation(self.layer, self.params, h, self.count, self.n, self.shared, True)
+            self.z = pre_activation(self.layer, self.params, h, self.count, self.n, self.shared, self.grouped)
 
     def _image(self, p: torch.Tensor) -> torch.Tensor:
         values = _with_group({}, self.arch, self.group, p)
         if len(p) == 1 and self.shared:  # one network's image on the shared input
-            return pre_activation(self.layer, values, self.input, 1, self.n, True, True)
+            return pre_activation(self.layer, values, self.input, 1, self.n, True, self.grouped)
         values = {k: v.expand(self.count, *v.shape[1:]) for k, v in values.items()}
-        return pre_activation(self.layer, values, self.input, self.count, self.n, self.shared, True)
+        return pre_activation(self.layer, values, self.input, self.count, self.n, self.shared, self.grouped)
 
     def point(self, rows: torch.Tensor, coefficients) -> torch.Tensor:
         """theta_g at the coefficients (one (len(rows),) tensor per basis tensor) of ``rows``."""
@@ -219,6 +220,8 @@ def to_weights(prior: Prior, flat: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, cloud):
+    """``group_move`` on one chunk; it writes the accepted points into ``flat`` and ``mistakes``,
+    the copies ``group_move`` indexed out for it."""
     count, device = len(flat), flat.device
     theta = flat[:, group.columns.to(device)]
 
@@ -266,7 +269,6 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
         current = None if forms is None else torch.zeros(count, dtype=torch.float64, device=device)
         level = uniform(count).log() + log_likelihood(everyone, mistakes, current)
     pending = torch.ones(count, dtype=torch.bool, device=device)
-    flat, mistakes = flat.clone(), mistakes.clone()
     for _ in range(MAX_SHRINKS):
         rows = torch.nonzero(pending).flatten()
         if rows.numel() == 0:
