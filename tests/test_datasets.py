@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data_input import one_line_error
 
 from typicalnets import data as data_module
 from typicalnets.data import (
@@ -25,20 +26,8 @@ from typicalnets.data import (
     load_labelled,
     read_idx,
 )
-from typicalnets.errors import TypicalnetsError
 
 ROWS, COLS = 5, 4  # not square, so a rows/cols mix-up shows
-
-
-def one_line_error(call, *needles: str) -> str:
-    """Run call, expect a one-line "problem; fix" TypicalnetsError naming every needle."""
-    with pytest.raises(TypicalnetsError) as excinfo:
-        call()
-    message = str(excinfo.value)
-    assert "\n" not in message and "; " in message, message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
