@@ -1,7 +1,8 @@
 """SGD with the toolkit's defaults: does it interpolate, on every family and data set, and how fast does it step?
 
     python benchmarks/sgd_recipe.py lenet     # 100 LeNets (w0.5, U[-1, 1]), Fashion-MNIST T-shirt vs Trouser, n = 16
-    python benchmarks/sgd_recipe.py speed     # steps/s of 50 LeNets at n = 16: the old step against today's
+    python benchmarks/sgd_recipe.py speed     # steps/s of 50 LeNets at n = 16: the old step against today's,
+                                              # and the ceiling that the step's arithmetic sets
     python benchmarks/sgd_recipe.py table     # converged networks per family, data set, prior and n, with defaults
     python benchmarks/sgd_recipe.py all       # the three, as in benchmarks/results/sgd_recipe_cpu.txt
 
@@ -10,6 +11,10 @@ Every run uses ``methods.MethodSpec(sampler="sgd")``, the defaults of ``typicaln
 Debian package dataset-fashion-mnist); MNIST and CIFAR-10 need files that are not on the benchmark machine.
 The "old" step of ``speed`` is the step of SGDTrainer before the recipe change (commit 178af66): autograd
 through the family's own forward (grouped convolutions), then ``Population.mistakes`` for the check.
+Its "ceiling" is the step's arithmetic over the best fp32 matrix-product rate measured on this machine:
+an exact full-batch step computes the forward of every layer, the gradient of every weight and the
+gradient of every layer's input but the first's (about 3 forwards less the first layer's), whatever
+code runs it, so no implementation on this CPU steps faster than that.
 """
 
 from __future__ import annotations
@@ -87,10 +92,40 @@ def speed(rounds: int = 7, steps: int = 5) -> None:
             rates["new"].append(steps / (time.perf_counter() - start))
         old, new = statistics.median(rates["old"]), statistics.median(rates["new"])
         spread = {k: f"{min(v):.1f}-{max(v):.1f}" for k, v in rates.items()}
+        ceiling = matmul_rate() / step_flops(arch, count, task.train.n)
         print(
             f"  torch threads {threads}: old {old:.1f} steps/s (range {spread['old']}), "
-            f"new {new:.1f} steps/s (range {spread['new']}): {new / old:.1f}x"
+            f"new {new:.1f} steps/s (range {spread['new']}): {new / old:.1f}x; "
+            f"ceiling {ceiling:.0f} steps/s ({ceiling / old:.1f}x the old)"
         )
+
+
+def step_flops(arch, count: int, n: int) -> float:
+    """Floating-point operations of one exact full-batch step: the forward, the weight gradients (as
+    many as the forward) and the input gradients of every layer but the first."""
+    forward = arch.flops_per_example()
+    first = 2 * math.prod(arch.param_shapes()["w1"]) * first_layer_positions(arch)
+    return count * n * (3 * forward - first)
+
+
+def first_layer_positions(arch) -> int:
+    """Output positions of the first layer (1 for a dense one): its weights' uses per example."""
+    h = arch.input_shape[1] - arch.layer_plan()[0].kernel[0] + 1
+    return h * (arch.input_shape[2] - arch.layer_plan()[0].kernel[1] + 1)
+
+
+def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
+    """The best fp32 FLOP/s of a large square matrix product, at the current torch threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def image_students(shape: tuple[int, ...]) -> dict:

@@ -16,7 +16,15 @@ from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
 from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Uniform
 from typicalnets.samplers import GuessAndCheck, sample
-from typicalnets.samplers.slice_moves import CloudGaussian, SplitForward, Target, group_move, move_groups, to_weights
+from typicalnets.samplers.slice_moves import (
+    CloudGaussian,
+    Clouds,
+    SplitForward,
+    Target,
+    group_move,
+    move_groups,
+    to_weights,
+)
 from typicalnets.samplers.smc import SequentialMonteCarlo, sample_smc
 from typicalnets.teachers import make_task, narrow_teacher
 
@@ -74,12 +82,32 @@ def test_a_group_move_keeps_the_hard_constraint_and_counts_the_block_mistakes(pr
     ok, mistakes = target.judge(f, scale)
     flat, mistakes = particles[ok], mistakes[ok]
     for group in move_groups(arch):
-        cloud = CloudGaussian.fit(flat[:, group.columns]) if fitted and len(flat) > 1 else None
+        # Fitted: odd and even rows follow Gaussians fitted to the other rows, moved in one call.
+        side = torch.arange(len(flat)) % 2
+        fits = tuple(CloudGaussian.fit(flat[side != half][:, group.columns]) for half in (0, 1))
+        cloud = Clouds(fits, side) if fitted and len(flat) > 2 and None not in fits else None
         flat, mistakes, moved, _ = group_move(gen, arch, prior, flat, mistakes, target, group, cloud)
         f, scale = forward_with_scale(arch, split_flat(arch, to_weights(prior, flat)), x)
         held, counted = target.judge(f, scale)
         assert bool(held.all()) and torch.equal(counted, mistakes)
         assert float(moved.mean()) > 0.5  # the shrinks end at a new point, not after MAX_SHRINKS
+
+
+def test_clouds_route_each_row_to_its_own_fit():
+    gen = torch.Generator().manual_seed(4)
+    fits = tuple(CloudGaussian.fit(torch.randn(9, 5, generator=gen, dtype=torch.float64) * s) for s in (1.0, 3.0))
+    which = torch.tensor([1, 0, 0, 1, 1, 0])
+    clouds = Clouds(fits, which)
+    u, v = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    expected = torch.stack([fits[int(k)].bilinear(u[i : i + 1], v[i : i + 1])[0] for i, k in enumerate(which)])
+    assert torch.allclose(clouds.bilinear(u, v), expected, rtol=1e-12, atol=0)
+    assert torch.equal(clouds.means(), torch.stack([fits[int(k)].mean for k in which]))
+    assert torch.equal(clouds.rows(torch.tensor([2, 3])).which, torch.tensor([0, 1]))
+    # Draws of a row follow its own fit: a fit with 3x the spread gives ~3x the draws' spread.
+    draws = Clouds(fits, torch.tensor([0, 1]).repeat(2000)).sample(gen)
+    ratio = float(draws[1::2].std() / draws[0::2].std())
+    assert 2.5 < ratio < 3.5  # ~3 up to the fits' own 9-sample noise (both ridges scale with the spread)
+    assert Clouds.one(fits[0], 4).means().shape == (1, 5)  # one fit: a shared centre, imaged once
 
 
 def test_the_decisions_use_the_certificates_tie_rule():

@@ -7,7 +7,7 @@ the tempered block) invariant, as a Gibbs update of the group given the rest.
 
 1. Elliptical slice sampling (Murray, Adams & MacKay, AISTATS 2010) on the ellipse
    theta_g(t) = theta_g cos t + nu sin t, nu ~ N(0, sigma^2 I); or, with a Gaussian N(mu, Sigma)
-   fitted to other particles (``CloudGaussian``), on the generalized ellipse
+   fitted to other particles (``CloudGaussian``, one per row through ``Clouds``), on the generalized ellipse
    mu + (theta_g - mu) cos t + nu sin t, nu ~ N(0, Sigma), with the likelihood x prior / N(mu, Sigma)
    (Nishihara, Murray & Adams, JMLR 2014), which follows a narrow, elongated version space.
 2. Uniform priors U[-a, a] move the same way in z-space, theta = a (2 Phi(z) - 1) with
@@ -192,11 +192,13 @@ def group_move(
     mistakes: torch.Tensor,
     target: Target,
     group: Group,
-    cloud: CloudGaussian | None,
+    clouds: Clouds | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One elliptical slice move of ``group`` for every particle (rows of the float64 ``flat``, in
-    z-space for a uniform prior: see ``to_weights``), on the prior's ellipse or, given a ``cloud``
-    fitted to other particles, on the ellipse centred on its mean. Returns the new parameters, block
+    z-space for a uniform prior: see ``to_weights``), on the prior's ellipse or, given ``clouds``
+    (Gaussians fitted to other particles, one per row), on the ellipse centred on its row's mean.
+    Moving many particles in one call matters where they are few and small: there the moves'
+    cost is per call, not per particle. Returns the new parameters, block
     mistakes, 1.0 where the particle moved, and the forward evaluations spent (one per particle for
     the cached part, one per shrink)."""
     flat, mistakes = flat.clone(), mistakes.clone()
@@ -205,7 +207,10 @@ def group_move(
     step = chunk_rows(arch, len(target.y))
     for begin in range(0, len(flat), step):
         rows = torch.arange(begin, min(len(flat), begin + step), device=flat.device)
-        new, new_mistakes, ok, cost = _chunk_move(rng, arch, prior, flat[rows], mistakes[rows], target, group, cloud)
+        chunk_clouds = None if clouds is None else clouds.rows(rows)
+        new, new_mistakes, ok, cost = _chunk_move(
+            rng, arch, prior, flat[rows], mistakes[rows], target, group, chunk_clouds
+        )
         flat[rows], mistakes[rows], moved[rows] = new, new_mistakes, ok
         evaluations += cost
     return flat, mistakes, moved, evaluations
@@ -219,7 +224,7 @@ def to_weights(prior: Prior, flat: torch.Tensor) -> torch.Tensor:
     return prior.a * torch.erf(flat / math.sqrt(2.0)) if isinstance(prior, Uniform) else flat
 
 
-def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, cloud):
+def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, clouds: Clouds | None):
     """``group_move`` on one chunk; it writes the accepted points into ``flat`` and ``mistakes``,
     the copies ``group_move`` indexed out for it."""
     count, device = len(flat), flat.device
@@ -233,14 +238,14 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
     sigma, mapping = (prior.sigma, None) if isinstance(prior, Gaussian) else (1.0, lambda z: to_weights(prior, z))
     # 1. The ellipse through the current point; u is its angle, the bracket [u - 2 pi, u].
     forms = None
-    if cloud is None:
+    if clouds is None:
         nu = sigma * torch.randn(theta.shape, generator=rng, device=rng.device, dtype=torch.float64).to(device)
         basis, coefficients = (theta, nu), lambda u: (torch.cos(u), torch.sin(u))
     else:
-        mean = cloud.mean.unsqueeze(0)
-        nu = cloud.sample(rng, count)
+        mean = clouds.means()
+        nu = clouds.sample(rng)
         basis, coefficients = (mean, theta - mean, nu), lambda u: (torch.ones_like(u), torch.cos(u), torch.sin(u))
-        forms = _EllipseForms.of(cloud, mean, theta - mean, nu, sigma)
+        forms = _EllipseForms.of(clouds, mean, theta - mean, nu, sigma)
     u = 2 * math.pi * uniform(count)
     low, high = u - 2 * math.pi, u.clone()
     forward = SplitForward(arch, to_weights(prior, flat), target.x, group, basis, mapping)
@@ -322,7 +327,7 @@ class _EllipseForms(NamedTuple):
     squared: torch.Tensor  # (N, 6): |theta(t)|^2 / (2 scale^2) in 1, cos, sin, cos^2, cos sin, sin^2
 
     @classmethod
-    def of(cls, cloud: CloudGaussian, center, offset, nu, scale: float) -> _EllipseForms:
+    def of(cls, cloud: Clouds, center, offset, nu, scale: float) -> _EllipseForms:
         offset, nu = offset.double(), nu.double()
         center = torch.as_tensor(center, dtype=torch.float64, device=offset.device).expand_as(offset)
         off_off, off_nu, nu_nu = cloud.bilinear(offset, offset), cloud.bilinear(offset, nu), cloud.bilinear(nu, nu)
@@ -377,3 +382,42 @@ class CloudGaussian(NamedTuple):
         """u_i^T Sigma^-1 v_i per row, by Woodbury: (u.v - (K u)^T (ridge I + K K^T)^-1 (K v)) / ridge."""
         ku, kv = u @ self.factor.T, v @ self.factor.T
         return ((u * v).sum(1) - (ku @ self.inner * kv).sum(1)) / self.ridge
+
+
+class Clouds(NamedTuple):
+    """Fitted Gaussians for a set of particles: row i's ellipse follows ``fits[which[i]]``. (Each
+    half of SMC's particles follows the fit to the other half, and both halves move in one call.)"""
+
+    fits: tuple[CloudGaussian, ...]
+    which: torch.Tensor  # (N,) long: each row's fit
+
+    @classmethod
+    def one(cls, fit: CloudGaussian, count: int) -> Clouds:
+        """Every one of ``count`` rows following ``fit``."""
+        return cls((fit,), torch.zeros(count, dtype=torch.long, device=fit.mean.device))
+
+    def rows(self, rows: torch.Tensor) -> Clouds:
+        return Clouds(self.fits, self.which[rows])
+
+    def means(self) -> torch.Tensor:
+        """Each row's centre, (N, P); (1, P) where every row has the same, so that its images are
+        computed once."""
+        if len(self.fits) == 1:
+            return self.fits[0].mean.unsqueeze(0)
+        return torch.stack([fit.mean for fit in self.fits])[self.which]
+
+    def sample(self, rng: torch.Generator) -> torch.Tensor:
+        """One centred draw per row from its fit (the ellipses' auxiliary draws), (N, P)."""
+        out = torch.empty(len(self.which), self.fits[0].factor.shape[1], dtype=torch.float64, device=self.which.device)
+        for index, fit in enumerate(self.fits):
+            rows = torch.nonzero(self.which == index).flatten()
+            out[rows] = fit.sample(rng, len(rows))
+        return out
+
+    def bilinear(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """u_i^T Sigma_i^-1 v_i per row, Sigma_i its fit's covariance."""
+        out = torch.empty(len(u), dtype=torch.float64, device=u.device)
+        for index, fit in enumerate(self.fits):
+            rows = torch.nonzero(self.which == index).flatten()
+            out[rows] = fit.bilinear(u[rows], v[rows])
+        return out

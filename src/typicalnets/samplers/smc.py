@@ -69,7 +69,7 @@ from typicalnets.nets.population import split_flat
 from typicalnets.priors import Gaussian, Prior, QuantizedUniform, Uniform
 from typicalnets.resources import check_device, check_memory
 from typicalnets.samplers.base import SampleResult, accepted_result, sample
-from typicalnets.samplers.slice_moves import CloudGaussian, Target, group_move, move_groups, to_weights
+from typicalnets.samplers.slice_moves import CloudGaussian, Clouds, Target, group_move, move_groups, to_weights
 from typicalnets.stats import mean_t_interval
 
 DEFAULT_PARTICLES = 1000
@@ -435,13 +435,24 @@ class SequentialMonteCarlo:
         target = Target(self.x64[: constraint.target], self.y[: constraint.target], constraint.seen, constraint.beta)
         refreshed, cost = torch.zeros(len(flat), device=flat.device), 0
         for index, group in enumerate(self.groups):
-            for side, moving in enumerate(halves):
-                cloud = None if clouds is None else clouds[index][side]
-                step = group_move(rng, self.arch, self.prior, flat[moving], mistakes[moving], target, group, cloud)
+            for moving, fits in self._batches(halves, None if clouds is None else clouds[index]):
+                step = group_move(rng, self.arch, self.prior, flat[moving], mistakes[moving], target, group, fits)
                 flat[moving], mistakes[moving] = step[0], step[1]
                 refreshed[moving] += step[2] * len(group.columns)
                 cost += step[3]
         return flat, mistakes, refreshed, cost
+
+    @staticmethod
+    def _batches(halves, fits):
+        """(particles, their Clouds or None) to move in one call each: every particle on the prior's
+        ellipses, both halves at once where each has its fit, else each half apart (a half whose
+        other half has no spread moves on the prior's ellipses)."""
+        if fits is None:
+            return [(torch.cat(halves), None)]
+        if all(fit is not None for fit in fits):
+            which = torch.cat([torch.full((len(half),), side, device=half.device) for side, half in enumerate(halves)])
+            return [(torch.cat(halves), Clouds(tuple(fits), which))]
+        return [(half, None if fit is None else Clouds.one(fit, len(half))) for half, fit in zip(halves, fits)]
 
     def _coordinate_move(
         self, rng: torch.Generator, flat: torch.Tensor, mistakes: torch.Tensor, constraint: Constraint, coordinates: int
