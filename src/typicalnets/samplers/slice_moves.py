@@ -327,10 +327,11 @@ class _EllipseForms(NamedTuple):
     squared: torch.Tensor  # (N, 6): |theta(t)|^2 / (2 scale^2) in 1, cos, sin, cos^2, cos sin, sin^2
 
     @classmethod
-    def of(cls, cloud: Clouds, center, offset, nu, scale: float) -> _EllipseForms:
+    def of(cls, clouds: Clouds, center, offset, nu, scale: float) -> _EllipseForms:
         offset, nu = offset.double(), nu.double()
         center = torch.as_tensor(center, dtype=torch.float64, device=offset.device).expand_as(offset)
-        off_off, off_nu, nu_nu = cloud.bilinear(offset, offset), cloud.bilinear(offset, nu), cloud.bilinear(nu, nu)
+        off_off, off_nu = clouds.bilinear(offset, offset), clouds.bilinear(offset, nu)
+        nu_nu = clouds.bilinear(nu, nu)
         quadratic = torch.stack([off_off, 2 * off_nu, nu_nu], 1) / 2
         dots = [(center * center), 2 * center * offset, 2 * center * nu, offset * offset, 2 * offset * nu, nu * nu]
         squared = torch.stack([d.sum(1) for d in dots], 1) / (2 * scale**2)
