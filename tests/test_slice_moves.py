@@ -99,8 +99,12 @@ def test_clouds_route_each_row_to_its_own_fit():
     which = torch.tensor([1, 0, 0, 1, 1, 0])
     clouds = Clouds(fits, which)
     u, v = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(6, 5, generator=gen, dtype=torch.float64)
-    expected = torch.stack([fits[int(k)].bilinear(u[i : i + 1], v[i : i + 1])[0] for i, k in enumerate(which)])
-    assert torch.allclose(clouds.bilinear(u, v), expected, rtol=1e-12, atol=0)
+    # Each row's forms are its own fit's, against the covariance K^T K + ridge I inverted directly.
+    eye = torch.eye(5, dtype=torch.float64)
+    inverses = [torch.linalg.inv(fit.factor.T @ fit.factor + fit.ridge * eye) for fit in fits]
+    for pair, form in zip(((u, u), (u, v), (v, v)), clouds.quadratic_forms(u, v)):
+        expected = torch.stack([a @ inverses[int(k)] @ b for a, b, k in zip(*pair, which)])
+        assert torch.allclose(form, expected, rtol=1e-10, atol=0)
     assert torch.equal(clouds.means(), torch.stack([fits[int(k)].mean for k in which]))
     assert torch.equal(clouds.rows(torch.tensor([2, 3])).which, torch.tensor([0, 1]))
     # Draws of a row follow its own fit: a fit with 3x the spread gives ~3x the draws' spread.

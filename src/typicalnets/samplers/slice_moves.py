@@ -136,7 +136,8 @@ class SplitForward:
     def outputs(self, rows: torch.Tensor, coefficients) -> tuple[torch.Tensor, torch.Tensor]:
         """(f, scale), each (len(rows), n), of ``rows`` at the coefficients."""
         count, n = len(rows), self.n
-        params = {k: v[rows] for k, v in self.params.items()}
+        # The group's own tensors are replaced below, or (the linear path) not read.
+        params = {k: v[rows] for k, v in self.params.items() if k not in self.group.names}
         kind = self.group.kind
         if self.linear:
             z = 0.0
@@ -228,7 +229,8 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
     """``group_move`` on one chunk; it writes the accepted points into ``flat`` and ``mistakes``,
     the copies ``group_move`` indexed out for it."""
     count, device = len(flat), flat.device
-    theta = flat[:, group.columns.to(device)]
+    columns = group.columns.to(device)
+    theta = flat[:, columns]
 
     def uniform(size) -> torch.Tensor:
         return torch.rand(size, generator=rng, device=rng.device, dtype=torch.float64).to(device)
@@ -285,7 +287,7 @@ def _chunk_move(rng, arch, prior, flat, mistakes, target: Target, group: Group, 
             ok &= log_likelihood(rows, proposed, u[rows] if forms is not None else None) > level[rows]
         evaluations += rows.numel()
         accepted = rows[ok]
-        flat[accepted.unsqueeze(1), group.columns.to(device)] = forward.point(accepted, [c[ok] for c in at])
+        flat[accepted.unsqueeze(1), columns] = forward.point(accepted, [c[ok] for c in at])
         mistakes[accepted] = proposed[ok]
         pending[accepted] = False
         shrink = rows[~ok]
@@ -330,8 +332,7 @@ class _EllipseForms(NamedTuple):
     def of(cls, clouds: Clouds, center, offset, nu, scale: float) -> _EllipseForms:
         offset, nu = offset.double(), nu.double()
         center = torch.as_tensor(center, dtype=torch.float64, device=offset.device).expand_as(offset)
-        off_off, off_nu = clouds.bilinear(offset, offset), clouds.bilinear(offset, nu)
-        nu_nu = clouds.bilinear(nu, nu)
+        off_off, off_nu, nu_nu = clouds.quadratic_forms(offset, nu)
         quadratic = torch.stack([off_off, 2 * off_nu, nu_nu], 1) / 2
         dots = [(center * center), 2 * center * offset, 2 * center * nu, offset * offset, 2 * offset * nu, nu * nu]
         squared = torch.stack([d.sum(1) for d in dots], 1) / (2 * scale**2)
@@ -379,10 +380,15 @@ class CloudGaussian(NamedTuple):
         xi = torch.randn(count, dim, generator=rng, device=rng.device, dtype=torch.float64).to(self.factor.device)
         return eta @ self.factor + math.sqrt(self.ridge) * xi
 
-    def bilinear(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """u_i^T Sigma^-1 v_i per row, by Woodbury: (u.v - (K u)^T (ridge I + K K^T)^-1 (K v)) / ridge."""
+    def quadratic_forms(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u^T Sigma^-1 u, u^T Sigma^-1 v, v^T Sigma^-1 v) per row, by Woodbury: a^T Sigma^-1 b =
+        (a.b - (K a)^T (ridge I + K K^T)^-1 (K b)) / ridge, projecting u and v on K once."""
         ku, kv = u @ self.factor.T, v @ self.factor.T
-        return ((u * v).sum(1) - (ku @ self.inner * kv).sum(1)) / self.ridge
+        inner_ku = ku @ self.inner
+        return tuple(
+            ((a * b).sum(1) - (inner_ka * kb).sum(1)) / self.ridge
+            for a, b, inner_ka, kb in ((u, u, inner_ku, ku), (u, v, inner_ku, kv), (v, v, kv @ self.inner, kv))
+        )
 
 
 class Clouds(NamedTuple):
@@ -415,10 +421,12 @@ class Clouds(NamedTuple):
             out[rows] = fit.sample(rng, len(rows))
         return out
 
-    def bilinear(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """u_i^T Sigma_i^-1 v_i per row, Sigma_i its fit's covariance."""
-        out = torch.empty(len(u), dtype=torch.float64, device=u.device)
+    def quadratic_forms(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``CloudGaussian.quadratic_forms`` per row, under its row's fit."""
+        if len(self.fits) == 1:
+            return self.fits[0].quadratic_forms(u, v)
+        out = torch.empty(3, len(u), dtype=torch.float64, device=u.device)
         for index, fit in enumerate(self.fits):
             rows = torch.nonzero(self.which == index).flatten()
-            out[rows] = fit.bilinear(u[rows], v[rows])
-        return out
+            out[:, rows] = torch.stack(fit.quadratic_forms(u[rows], v[rows]))
+        return out[0], out[1], out[2]
