@@ -31,6 +31,7 @@ from typicalnets.data import Dataset, load_binary_task
 from typicalnets.experiments import RunConfig, build_task
 from typicalnets.methods import MethodSpec, run_method
 from typicalnets.nets import CNN, FCN, DiagonalLinear, LeNet, Population
+from typicalnets.nets.base import Conv
 from typicalnets.priors import Uniform, parse_prior
 from typicalnets.samplers.sgd import SGDTrainer
 from typicalnets.teachers import make_task, sparse_linear_teacher
@@ -103,15 +104,18 @@ def speed(rounds: int = 7, steps: int = 5) -> None:
 def step_flops(arch, count: int, n: int) -> float:
     """Floating-point operations of one exact full-batch step: the forward, the weight gradients (as
     many as the forward) and the input gradients of every layer but the first."""
-    forward = arch.flops_per_example()
-    first = 2 * math.prod(arch.param_shapes()["w1"]) * first_layer_positions(arch)
-    return count * n * (3 * forward - first)
+    first = arch.layer_plan()[0]
+    first_flops = 2 * math.prod(arch.param_shapes()[first.weight]) * first_layer_positions(arch)
+    return count * n * (3 * arch.flops_per_example() - first_flops)
 
 
 def first_layer_positions(arch) -> int:
     """Output positions of the first layer (1 for a dense one): its weights' uses per example."""
-    h = arch.input_shape[1] - arch.layer_plan()[0].kernel[0] + 1
-    return h * (arch.input_shape[2] - arch.layer_plan()[0].kernel[1] + 1)
+    first = arch.layer_plan()[0]
+    if not isinstance(first, Conv):
+        return 1
+    height = (arch.input_shape[1] - first.kernel[0]) // first.stride[0] + 1
+    return height * ((arch.input_shape[2] - first.kernel[1]) // first.stride[1] + 1)
 
 
 def matmul_rate(size: int = 2048, repeats: int = 5) -> float:

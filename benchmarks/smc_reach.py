@@ -3,7 +3,6 @@
     python benchmarks/smc_reach.py [--n 512] [--particles 128] [--budget 600]
     python benchmarks/smc_reach.py --cli [--count 100] [--budget 600]   # issue 14's goal
 
-
 Task: 784-dimensional Gaussian inputs labelled by a narrow FCN teacher of width 2 (the same task
 and seed as gc_reach.py); student FCN 784-32-1 with weights uniform over {-1, 0, 1}. One SMC run
 adds the examples one at a time until n or the time budget; it prints the diagnostics every 32
