@@ -56,6 +56,8 @@ def compare(gc, smc, test, runs: int) -> dict:
         "overlap": bool(smc_ci[0] <= gc_ci[1] and gc_ci[0] <= smc_ci[1]),
         "ks_p": float(ks_2samp(gc_errors, smc_errors).pvalue),
         "ks_p_eff": float(kstwobign.sf(statistic * math.sqrt(pooled))),
+        "gc_mean_error": float(gc_errors.mean()),
+        "smc_mean_error": float(smc_errors.mean()),
         "smc_effective": effective,
         "design_effect": design_effect,
         "gc_seconds": gc.seconds,

@@ -83,9 +83,11 @@ def test_a_group_move_keeps_the_hard_constraint_and_counts_the_block_mistakes(pr
     flat, mistakes = particles[ok], mistakes[ok]
     for group in move_groups(arch):
         # Fitted: odd and even rows follow Gaussians fitted to the other rows, moved in one call.
-        side = torch.arange(len(flat)) % 2
-        fits = tuple(CloudGaussian.fit(flat[side != half][:, group.columns]) for half in (0, 1))
-        cloud = Clouds(fits, side) if fitted and len(flat) > 2 and None not in fits else None
+        cloud = None
+        if fitted and len(flat) > 2:
+            side = torch.arange(len(flat)) % 2
+            fits = tuple(CloudGaussian.fit(flat[side != half][:, group.columns]) for half in (0, 1))
+            cloud = Clouds(fits, side) if None not in fits else None
         flat, mistakes, moved, _ = group_move(gen, arch, prior, flat, mistakes, target, group, cloud)
         f, scale = forward_with_scale(arch, split_flat(arch, to_weights(prior, flat)), x)
         held, counted = target.judge(f, scale)

@@ -416,8 +416,7 @@ class Clouds(NamedTuple):
     def sample(self, rng: torch.Generator) -> torch.Tensor:
         """One centred draw per row from its fit (the ellipses' auxiliary draws), (N, P)."""
         out = torch.empty(len(self.which), self.fits[0].factor.shape[1], dtype=torch.float64, device=self.which.device)
-        for index, fit in enumerate(self.fits):
-            rows = torch.nonzero(self.which == index).flatten()
+        for fit, rows in self._fit_rows():
             out[rows] = fit.sample(rng, len(rows))
         return out
 
@@ -426,7 +425,11 @@ class Clouds(NamedTuple):
         if len(self.fits) == 1:
             return self.fits[0].quadratic_forms(u, v)
         out = torch.empty(3, len(u), dtype=torch.float64, device=u.device)
-        for index, fit in enumerate(self.fits):
-            rows = torch.nonzero(self.which == index).flatten()
+        for fit, rows in self._fit_rows():
             out[:, rows] = torch.stack(fit.quadratic_forms(u[rows], v[rows]))
         return out[0], out[1], out[2]
+
+    def _fit_rows(self):
+        """Each fit with the rows that follow it."""
+        for index, fit in enumerate(self.fits):
+            yield fit, torch.nonzero(self.which == index).flatten()
