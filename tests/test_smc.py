@@ -193,7 +193,8 @@ def test_native_moves_keep_the_cache_exact_and_every_particle_valid(activation, 
     flat = flat[valid][:smc_particles]
     cache = FCNCache.empty(arch, len(flat), len(x), "cpu")
     cache.extend(arch, flat, x, 0, seen)
-    moved, accepted = cache.native_moves(native.load(), arch, Q3, gen, flat, x.T.contiguous(), y, seen, 3000)
+    moved = flat.clone()
+    accepted = cache.native_moves(native.load(), arch, Q3, gen, moved, x.float().T.contiguous(), y.double(), seen, 3000)
     assert 0 < float(accepted.mean()) < 3000 and not torch.equal(moved, flat)
     assert set(moved.unique().tolist()) <= set(Q3.levels)
     fresh = FCNCache.empty(arch, len(moved), len(x), "cpu")
