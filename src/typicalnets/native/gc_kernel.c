@@ -636,10 +636,10 @@ static inline __attribute__((always_inline)) int rebias_one(double bo, double bn
 }
 
 /* Whether a move keeps every seen example correct, checked without writing, in chunks of
- * MOVE_CHUNK branch-free (a constant trip count and restrict pointers let them vectorize; a variable
- * one left them scalar) and the rest; a chunk with a mistake ends the check. An accepted move then
- * writes its rows in a second pass: recomputing them measured faster than keeping them in scratch
- * rows and copying those back. */
+ * MOVE_CHUNK branch-free and the rest; a chunk with a mistake ends the check. The labels are float64
+ * (converting int8 ones in the check measured half its time). An accepted move then writes its rows
+ * in a second pass: recomputing them measured faster than keeping them in scratch rows and copying
+ * those back. */
 #define MOVE_CHUNK 16
 static inline __attribute__((always_inline)) int keeps_all(const int act, const int kind, double *restrict zj,
                                                            const float *restrict row, double a, double b,
@@ -670,6 +670,8 @@ static inline __attribute__((always_inline)) int keeps_all(const int act, const 
 #define LOOKAHEAD 16
 #define PREFETCH_LINES 4
 
+/* ``proposals`` single-parameter moves of each particle; the accepted ones per particle go to
+ * accepted[]. xt: the (d, ld) float32 inputs, transposed; y: the float64 labels. */
 void tn_fcn1_moves(int64_t particles, int64_t n_params, int d, int h, int bias, int scaled, int act,
                    const float *xt, int ld, const double *y, int seen, float *flat, double *z, double *f,
                    double *scale, const float *levels, int q, int64_t proposals, double tail_share, uint64_t key,
