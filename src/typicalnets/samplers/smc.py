@@ -347,7 +347,8 @@ class SequentialMonteCarlo:
         ``decorrelation``; at most ``max_moves`` sweeps. Returns the moved
         particles, the mean move acceptance, the sweeps, their cost in network evaluations, the
         adapted ``coordinates`` and that final correlation; the particles are None where the moves
-        passed ``deadline``."""
+        passed ``deadline``. ``flat`` is the step's own resampled copy: the native moves change it
+        in place."""
         hard = math.isinf(beta)
         refreshed = torch.zeros(len(flat), device=flat.device)  # accepted re-drawn parameters per particle
         total, moves, evaluations = 0.0, 0, 0
@@ -355,8 +356,6 @@ class SequentialMonteCarlo:
         # The cached moves keep every example up to target correct: hard blocks only.
         cached = cache is not None and hard
         kernel = native.load() if cached and flat.device.type == "cpu" else None
-        if kernel is not None:
-            flat = flat.contiguous().clone()  # the kernel moves it in place
         proposals = max(1, self.n_params // NATIVE_ROUNDS_PER_SWEEP)
         start = self._statistic(flat)
         correlation = 1.0
